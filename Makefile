@@ -1,0 +1,40 @@
+# k8scc: every target installs what it needs itself (apt packages, uv, the Python
+# environment, Go-built binaries cached under ~/.cache/k8scc).
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint unit cluster e2e testbed bench setup clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(UV) run --frozen python -m demo $(if $(KEEP),--keep,)
+
+test: setup lint
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy
+
+unit: setup
+	@$(UV) run --frozen pytest -m unit $(PYTEST_ARGS)
+
+cluster: setup
+	@$(UV) run --frozen pytest -m cluster $(PYTEST_ARGS)
+
+e2e: setup
+	@$(UV) run --frozen pytest -m e2e $(PYTEST_ARGS)
+
+# A control plane and node agent to explore by hand; prints the kubeconfig path.
+testbed: setup
+	@$(UV) run --frozen python -m testbed
+
+bench: setup
+	@$(UV) run --frozen python -m bench
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,399 @@
+"""k8scc's configuration: one YAML file, validated at load with one clear error per problem.
+
+The file is found through K8SCC_CFGFILE, else as k8scc.yaml next to the builder's bin/ (the peer
+prunes the environment of builder processes, so a file beside the builder always works).
+Every field, its default and its meaning is documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from k8scc.errors import K8sccError
+from k8scc.platforms import PLATFORMS
+
+CONFIG_ENV = "K8SCC_CFGFILE"
+CONFIG_NAME = "k8scc.yaml"
+DEFAULT_FABRIC_VERSION = "3.1"
+
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    build_image: str
+    run_image: str
+    build_env: dict[str, str]
+    run_as_user: int
+    run_as_group: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    requests: dict[str, str]
+    limits: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    namespace: str | None
+    kubeconfig: Path | None
+    kubernetes_server: str
+    service_account_dir: Path
+    fabric_version: str
+    peer_id: str | None
+    peer_pod_name: str | None
+    owner_references: bool
+    transfer_claim: str
+    transfer_mount_path: Path
+    platforms: dict[str, PlatformConfig]
+    build_env: dict[str, str]
+    builder_resources: Resources
+    chaincode_resources: Resources
+    chaincode_logging: dict[str, str]
+    build_timeout: float
+    start_timeout: float
+    stuck_timeout: float
+    termination_grace: int
+    image_pull_policy: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    affinity: dict[str, Any]
+    image_pull_secrets: list[str]
+    service_account_name: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    debug: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_images(fabric_version: str) -> dict[str, tuple[str, str]]:
+    """(build image, run image) per platform: the images Fabric's own Docker builder uses.
+
+    Fabric 3.x publishes no nodeenv or javaenv images of its own; its sample core.yaml uses 2.5.
+    """
+    env_version = "2.5" if fabric_version.startswith("3") else fabric_version
+    return {
+        "golang": (f"hyperledger/fabric-ccenv:{fabric_version}", f"hyperledger/fabric-baseos:{fabric_version}"),
+        "node": (f"hyperledger/fabric-nodeenv:{env_version}",) * 2,
+        "java": (f"hyperledger/fabric-javaenv:{env_version}",) * 2,
+    }
+
+
+class _Reader:
+    """Walks the parsed YAML, collecting one message per problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def section(self, data: Any, where: str, known: set[str]) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.errors.append(f"{where}: expected a mapping, got {_kind(data)}")
+            return {}
+        for key in data:
+            if key not in known:
+                hint = f" (known: {', '.join(sorted(known))})" if known else ""
+                self.errors.append(f"{where}.{key}: unknown key{hint}".lstrip("."))
+        return data
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        where: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        name = f"{where}.{key}".lstrip(".")
+        if key not in data or data[key] is None:
+            return default
+        value = data[key]
+        expected = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in expected:
+            self.errors.append(f"{name}: expected {_names(expected)}, got a boolean")
+            return default
+        if not isinstance(value, expected):
+            self.errors.append(f"{name}: expected {_names(expected)}, got {_kind(value)}")
+            return default
+        problem = check(value) if check else None
+        if problem:
+            self.errors.append(f"{name}: {problem}")
+            return default
+        return value
+
+    def string_map(
+        self, data: Mapping[str, Any], key: str, where: str, check_key: Callable[[str], str | None] | None = None,
+        check_value: Callable[[str], str | None] | None = None,
+    ) -> dict[str, str]:
+        raw = self.get(data, key, where, dict, {})
+        result: dict[str, str] = {}
+        for k, v in raw.items():
+            name = f"{where}.{key}.{k}".lstrip(".")
+            if not isinstance(k, str):
+                self.errors.append(f"{name}: keys must be strings")
+                continue
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                self.errors.append(f"{name}: expected a string, got {_kind(v)}")
+                continue
+            problem = (check_key(k) if check_key else None) or (
+                check_value(str(v)) if check_value else None
+            )
+            if problem:
+                self.errors.append(f"{name}: {problem}")
+                continue
+            result[k] = str(v)
+        return result
+
+    def duration(self, data: Mapping[str, Any], key: str, where: str, default: float) -> float:
+        raw = self.get(data, key, where, (str, int, float), None)
+        if raw is None:
+            return default
+        if isinstance(raw, (int, float)):
+            seconds = float(raw)
+        else:
+            match = _DURATION.match(raw.strip())
+            if not match:
+                self.errors.append(
+                    f"{where}.{key}: invalid duration {raw!r} (use e.g. 90s, 5m, 1h)".lstrip(".")
+                )
+                return default
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if seconds <= 0:
+            self.errors.append(f"{where}.{key}: must be positive".lstrip("."))
+            return default
+        return seconds
+
+    def resources(self, data: Mapping[str, Any], where: str) -> Resources:
+        section = self.section(data.get("resources"), f"{where}.resources", {"requests", "limits"})
+        requests = self.string_map(section, "requests", f"{where}.resources", check_value=_check_quantity)
+        limits = self.string_map(section, "limits", f"{where}.resources", check_value=_check_quantity)
+        return Resources(requests, limits)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "a mapping", list: "a list"}
+    return " or ".join(dict.fromkeys(words.get(k, k.__name__) for k in kinds))
+
+
+def _check_quantity(value: str) -> str | None:
+    return None if _QUANTITY.match(value) else f"invalid quantity {value!r} (use e.g. 500m, 1Gi)"
+
+
+def _check_label_key(key: str) -> str | None:
+    return None if _LABEL_KEY.match(key) and len(key) <= 316 else "invalid label or annotation key"
+
+
+def _check_label_value(value: str) -> str | None:
+    return None if _LABEL_VALUE.match(value) and len(value) <= 63 else f"invalid label value {value!r}"
+
+
+def _check_env_name(name: str) -> str | None:
+    return None if _ENV_NAME.match(name) else "invalid environment variable name"
+
+
+def _check_dns_label(value: str) -> str | None:
+    return None if _DNS_LABEL.match(value) and len(value) <= 63 else f"{value!r} is not a valid DNS label"
+
+
+def _check_dns_name(value: str) -> str | None:
+    parts = value.split(".")
+    if len(value) > 253 or any(_check_dns_label(p) for p in parts):
+        return f"{value!r} is not a valid Kubernetes object name"
+    return None
+
+
+def _check_image(value: str) -> str | None:
+    return None if value.strip() and " " not in value else f"invalid image reference {value!r}"
+
+
+def _check_id(value: int) -> str | None:
+    return None if value > 0 else "must be a non-zero user or group id (pods run as non-root)"
+
+
+_TOP = {
+    "namespace", "kubeconfig", "kubernetesServer", "serviceAccountDir", "fabricVersion", "peer",
+    "transfer", "platforms", "buildEnv", "builder", "chaincode", "pod", "timeouts", "debug",
+}  # fmt: skip
+
+
+def parse(text: str, path: Path | None = None) -> Config:
+    """Parses and validates configuration text; raises K8sccError listing every problem."""
+    where = str(path) if path else "configuration"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise K8sccError(f"{where}: not valid YAML{at}: {getattr(error, 'problem', error)}") from None
+    r = _Reader()
+    top = r.section(data if data is not None else {}, "", _TOP)
+    fabric_version = str(r.get(top, "fabricVersion", "", (str, int, float), DEFAULT_FABRIC_VERSION))
+
+    peer = r.section(top.get("peer"), "peer", {"id", "podName", "ownerReferences"})
+    transfer = r.section(top.get("transfer"), "transfer", {"claimName", "mountPath"})
+    builder = r.section(top.get("builder"), "builder", {"resources"})
+    chaincode = r.section(
+        top.get("chaincode"), "chaincode", {"resources", "logging", "terminationGracePeriodSeconds"}
+    )
+    timeouts = r.section(top.get("timeouts"), "timeouts", {"build", "start", "stuck"})
+    logging = r.section(chaincode.get("logging"), "chaincode.logging", {"level", "shim", "format"})
+    pod = r.section(
+        top.get("pod"),
+        "pod",
+        {
+            "nodeSelector", "tolerations", "affinity", "imagePullSecrets", "imagePullPolicy",
+            "serviceAccountName", "labels", "annotations",
+        },
+    )  # fmt: skip
+
+    defaults = default_images(fabric_version)
+    platforms_raw = r.section(top.get("platforms"), "platforms", set(PLATFORMS))
+    platforms: dict[str, PlatformConfig] = {}
+    for name, platform in PLATFORMS.items():
+        if name in platforms_raw and platforms_raw[name] is None:
+            continue  # explicitly disabled: detect will not claim this platform
+        where_p = f"platforms.{name}"
+        section = r.section(
+            platforms_raw.get(name), where_p, {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"}
+        )
+        build_image, run_image = defaults[name]
+        platforms[name] = PlatformConfig(
+            build_image=r.get(section, "buildImage", where_p, str, build_image, _check_image),
+            run_image=r.get(section, "runImage", where_p, str, run_image, _check_image),
+            build_env={
+                **dict(platform.default_build_env),
+                **r.string_map(section, "buildEnv", where_p, _check_env_name),
+            },
+            run_as_user=r.get(section, "runAsUser", where_p, int, platform.default_uid, _check_id),
+            run_as_group=r.get(section, "runAsGroup", where_p, int, platform.default_uid, _check_id),
+        )
+
+    tolerations = r.get(pod, "tolerations", "pod", list, [])
+    for index, toleration in enumerate(tolerations):
+        if not isinstance(toleration, dict):
+            r.errors.append(f"pod.tolerations[{index}]: expected a mapping, got {_kind(toleration)}")
+    secrets = r.get(pod, "imagePullSecrets", "pod", list, [])
+    for index, secret in enumerate(secrets):
+        if not isinstance(secret, str) or _check_dns_name(secret):
+            r.errors.append(f"pod.imagePullSecrets[{index}]: expected a Secret name")
+    policy = r.get(
+        pod,
+        "imagePullPolicy",
+        "pod",
+        str,
+        "IfNotPresent",
+        lambda v: None if v in ("Always", "IfNotPresent", "Never") else "must be Always, IfNotPresent or Never",
+    )
+    kubeconfig = r.get(top, "kubeconfig", "", str, None)
+    config = Config(
+        path=path,
+        namespace=r.get(top, "namespace", "", str, None, _check_dns_label),
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        kubernetes_server=r.get(
+            top,
+            "kubernetesServer",
+            "",
+            str,
+            "https://kubernetes.default.svc",
+            lambda v: None if v.startswith("https://") else "must be an https:// URL",
+        ),
+        service_account_dir=Path(
+            r.get(top, "serviceAccountDir", "", str, "/var/run/secrets/kubernetes.io/serviceaccount")
+        ),
+        fabric_version=fabric_version,
+        peer_id=r.get(peer, "id", "peer", str, None),
+        peer_pod_name=r.get(peer, "podName", "peer", str, None, _check_dns_name),
+        owner_references=r.get(peer, "ownerReferences", "peer", bool, True),
+        transfer_claim=r.get(transfer, "claimName", "transfer", str, "k8scc-transfer", _check_dns_name),
+        transfer_mount_path=Path(
+            r.get(
+                transfer,
+                "mountPath",
+                "transfer",
+                str,
+                "/var/lib/k8scc/transfer",
+                lambda v: None if v.startswith("/") else "must be an absolute path",
+            )
+        ),
+        platforms=platforms,
+        build_env=r.string_map(top, "buildEnv", "", _check_env_name),
+        builder_resources=r.resources(builder, "builder"),
+        chaincode_resources=r.resources(chaincode, "chaincode"),
+        chaincode_logging={
+            key: value
+            for key, value in (
+                ("CORE_CHAINCODE_LOGGING_LEVEL", r.get(logging, "level", "chaincode.logging", str, "")),
+                ("CORE_CHAINCODE_LOGGING_SHIM", r.get(logging, "shim", "chaincode.logging", str, "")),
+                ("CORE_CHAINCODE_LOGGING_FORMAT", r.get(logging, "format", "chaincode.logging", str, "")),
+            )
+            if value
+        },
+        build_timeout=r.duration(timeouts, "build", "timeouts", 280.0),
+        start_timeout=r.duration(timeouts, "start", "timeouts", 180.0),
+        stuck_timeout=r.duration(timeouts, "stuck", "timeouts", 20.0),
+        termination_grace=r.get(
+            chaincode,
+            "terminationGracePeriodSeconds",
+            "chaincode",
+            int,
+            2,
+            lambda v: None if 0 <= v <= 300 else "must be between 0 and 300",
+        ),
+        image_pull_policy=policy,
+        node_selector=r.string_map(pod, "nodeSelector", "pod", _check_label_key, _check_label_value),
+        tolerations=[t for t in tolerations if isinstance(t, dict)],
+        affinity=r.get(pod, "affinity", "pod", dict, {}),
+        image_pull_secrets=[s for s in secrets if isinstance(s, str)],
+        service_account_name=r.get(pod, "serviceAccountName", "pod", str, None, _check_dns_name),
+        labels=r.string_map(pod, "labels", "pod", _check_label_key, _check_label_value),
+        annotations=r.string_map(pod, "annotations", "pod", _check_label_key),
+        debug=r.get(top, "debug", "", bool, False),
+    )
+    if r.errors:
+        raise K8sccError(f"{where}: " + "; ".join(r.errors))
+    return config
+
+
+def locate(bin_dir: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """K8SCC_CFGFILE if set, else k8scc.yaml beside the builder's bin/ directory."""
+    explicit = environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit)
+    if bin_dir is None:
+        raise K8sccError(f"no configuration: set {CONFIG_ENV} or put {CONFIG_NAME} beside bin/")
+    return bin_dir.parent / CONFIG_NAME
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise K8sccError(
+            f"configuration file {path} not found (set {CONFIG_ENV} or put {CONFIG_NAME} beside bin/)"
+        ) from None
+    except OSError as error:
+        raise K8sccError(f"cannot read configuration file {path}: {error.strerror}") from None
+    return parse(text, path)

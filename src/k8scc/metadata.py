@@ -1,0 +1,119 @@
+"""The two JSON documents the peer hands to k8scc: the package's metadata.json and the
+launch's chaincode.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k8scc.errors import K8sccError
+
+# Fabric's own rule for package labels (core/chaincode/persistence).
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----")
+
+
+@dataclass(frozen=True)
+class Metadata:
+    type: str
+    label: str
+    path: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class ChaincodeJson:
+    chaincode_id: str
+    peer_address: str
+    client_cert: str
+    client_key: str
+    root_cert: str
+    mspid: str
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.client_cert or self.client_key or self.root_cert)
+
+    @property
+    def label(self) -> str:
+        return self.chaincode_id.rsplit(":", 1)[0]
+
+    @property
+    def package_hash(self) -> str:
+        return self.chaincode_id.rsplit(":", 1)[1]
+
+
+def _read_object(path: Path, what: str) -> tuple[dict[str, Any], bytes]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise K8sccError(f"{what} not found at {path}") from None
+    except OSError as error:
+        raise K8sccError(f"cannot read {what} at {path}: {error.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise K8sccError(f"{what} at {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise K8sccError(f"{what} at {path} must be a JSON object")
+    return data, raw
+
+
+def _string(data: dict[str, Any], key: str, what: str, required: bool = True) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        kind = "missing" if value is None else f"a {type(value).__name__}, not a string"
+        raise K8sccError(f"{what}: field {key!r} is {kind}")
+    return value
+
+
+def read_metadata(metadata_dir: Path) -> Metadata:
+    data, raw = _read_object(metadata_dir / "metadata.json", "metadata.json")
+    what = "metadata.json"
+    kind = _string(data, "type", what)
+    label = _string(data, "label", what, required=False)
+    if label and not LABEL_PATTERN.match(label):
+        raise K8sccError(f"{what}: label {label!r} is not a valid Fabric package label")
+    return Metadata(type=kind, label=label, path=_string(data, "path", what, required=False), raw=raw)
+
+
+def _check_pem(value: str, field: str, kinds: tuple[str, ...]) -> None:
+    if value and not any(f"-----BEGIN {kind}-----" in value for kind in kinds):
+        raise K8sccError(f"chaincode.json: field {field!r} is not a PEM {' or '.join(kinds)}")
+
+
+def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
+    """Reads and checks chaincode.json; the key is never echoed in an error."""
+    data, _ = _read_object(run_metadata_dir / "chaincode.json", "chaincode.json")
+    what = "chaincode.json"
+    parsed = ChaincodeJson(
+        chaincode_id=_string(data, "chaincode_id", what),
+        peer_address=_string(data, "peer_address", what),
+        client_cert=_string(data, "client_cert", what, required=False),
+        client_key=_string(data, "client_key", what, required=False),
+        root_cert=_string(data, "root_cert", what, required=False),
+        mspid=_string(data, "mspid", what),
+    )
+    label, sep, digest = parsed.chaincode_id.rpartition(":")
+    if not sep or not label or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise K8sccError(f"{what}: chaincode_id {parsed.chaincode_id!r} is not <label>:<sha256 hex>")
+    if not LABEL_PATTERN.match(label):
+        raise K8sccError(f"{what}: chaincode_id label {label!r} is not a valid Fabric package label")
+    host, colon, port = parsed.peer_address.rpartition(":")
+    if not colon or not host or not port.isdigit() or "://" in parsed.peer_address:
+        raise K8sccError(f"{what}: peer_address {parsed.peer_address!r} is not host:port")
+    if not parsed.mspid:
+        raise K8sccError(f"{what}: field 'mspid' is empty")
+    tls_fields = (parsed.client_cert, parsed.client_key, parsed.root_cert)
+    if any(tls_fields) and not all(tls_fields):
+        raise K8sccError(f"{what}: client_cert, client_key and root_cert must be all set or all empty")
+    _check_pem(parsed.client_cert, "client_cert", ("CERTIFICATE",))
+    _check_pem(parsed.root_cert, "root_cert", ("CERTIFICATE",))
+    if parsed.client_key and not _PEM_KEY.search(parsed.client_key):
+        raise K8sccError(f"{what}: field 'client_key' is not a PEM private key")
+    return parsed

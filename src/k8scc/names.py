@@ -1,0 +1,95 @@
+"""Names, labels and annotations of the objects k8scc creates.
+
+Fabric labels may hold `+`, `.`, `_` and capitals and be any length; Kubernetes names and label
+values may not. Every name is a readable slug of the label plus a hash of what makes the object
+unique, so it is DNS-safe, at most 63 characters, and the same for the same peer and package:
+a new `run` finds the pod of its previous incarnation by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+MAX_NAME = 63
+HASH_LENGTH = 10
+GROUP = "k8scc.hyperledger.org"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PEER = f"{GROUP}/peer"
+LABEL_STEP = f"{GROUP}/step"
+LABEL_CHAINCODE = f"{GROUP}/chaincode-label"
+LABEL_PACKAGE_HASH = f"{GROUP}/package-hash"
+ANNOTATION_PACKAGE_ID = f"{GROUP}/package-id"
+ANNOTATION_PEER_ID = f"{GROUP}/peer-id"
+ANNOTATION_MSPID = f"{GROUP}/mspid"
+ANNOTATION_LABEL = f"{GROUP}/label"
+
+_NOT_DNS = re.compile(r"[^a-z0-9]+")
+
+
+def digest(*parts: str, length: int = HASH_LENGTH) -> str:
+    """A short lower-case hex digest; the NUL separator keeps ("a", "bc") apart from ("ab", "c")."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
+
+
+def slug(text: str, limit: int) -> str:
+    """Lower-case alphanumerics and single dashes, no dash at either end, at most `limit` long."""
+    return _NOT_DNS.sub("-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def object_name(kind: str, label: str, *unique: str) -> str:
+    """`<kind>-<slug of label>-<hash>`, or `<kind>-<hash>` when the label has no usable letters."""
+    hashed = digest(kind, label, *unique)
+    room = MAX_NAME - len(kind) - len(hashed) - 2
+    readable = slug(label, room)
+    return "-".join(part for part in (kind, readable, hashed) if part)
+
+
+def peer_key(peer_id: str) -> str:
+    """A label value identifying the peer: readable where possible, unique by its hash."""
+    return object_name("peer", peer_id)
+
+
+def chaincode_name(peer_id: str, package_id: str) -> str:
+    """The chaincode pod and its Secret share this name: one per peer and package."""
+    label = package_id.rsplit(":", 1)[0]
+    return object_name("cc", label, peer_id, package_id)
+
+
+def build_name(peer_id: str, label: str, content: str) -> str:
+    """The builder pod and its transfer directory; `content` digests metadata and source."""
+    return object_name("ccbuild", label, peer_id, content)
+
+
+def labels(
+    step: str, peer_id: str, label: str, package_hash: str = "", extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    result = {
+        **(extra or {}),
+        LABEL_MANAGED_BY: "k8scc",
+        LABEL_COMPONENT: "chaincode" if step == "run" else "chaincode-builder",
+        LABEL_STEP: step,
+        LABEL_PEER: peer_key(peer_id),
+        LABEL_CHAINCODE: slug(label, MAX_NAME) or "unnamed",
+    }
+    if package_hash:
+        result[LABEL_PACKAGE_HASH] = package_hash[:MAX_NAME]
+    return result
+
+
+def annotations(
+    peer_id: str,
+    label: str,
+    package_id: str = "",
+    mspid: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    result = {**(extra or {}), ANNOTATION_PEER_ID: peer_id, ANNOTATION_LABEL: label}
+    if package_id:
+        result[ANNOTATION_PACKAGE_ID] = package_id
+    if mspid:
+        result[ANNOTATION_MSPID] = mspid
+    return result

@@ -1,0 +1,264 @@
+"""Pure rendering of the objects k8scc creates: the builder pod, the chaincode pod and the
+per-launch TLS Secret. Nothing here talks to Kubernetes, so `k8scc render` and the tests
+see exactly what the steps create.
+
+Pods are admitted under PodSecurity `restricted`: non-root with explicit ids, no privilege
+escalation, no capabilities, RuntimeDefault seccomp, no ServiceAccount token, and a read-only
+root filesystem for chaincode (builders write caches below their image's GOPATH or HOME).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from k8scc import names
+from k8scc.config import Config, PlatformConfig, Resources
+from k8scc.metadata import ChaincodeJson
+from k8scc.platforms import INPUT_DIR, OUTPUT_DIR, Platform
+
+TLS_DIR = "/etc/hyperledger/fabric"
+SCRATCH_DIR = "/tmp"
+TRANSFER_VOLUME = "transfer"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The peer's own Pod, named as owner so Kubernetes removes our objects with it."""
+
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who launches: the peer id, its MSP and the pod that owns what we create."""
+
+    peer_id: str
+    owner: Owner | None = None
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    rendered: dict[str, Any] = {}
+    if resources.requests:
+        rendered["requests"] = dict(resources.requests)
+    if resources.limits:
+        rendered["limits"] = dict(resources.limits)
+    return rendered
+
+
+def _container_security(read_only_root: bool) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+    }
+
+
+def _pod_spec(config: Config, platform: PlatformConfig, grace: int) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": grace,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": platform.run_as_user,
+            "runAsGroup": platform.run_as_group,
+            "fsGroup": platform.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if config.service_account_name:
+        spec["serviceAccountName"] = config.service_account_name
+    if config.node_selector:
+        spec["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        spec["tolerations"] = list(config.tolerations)
+    if config.affinity:
+        spec["affinity"] = dict(config.affinity)
+    if config.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
+    return spec
+
+
+def _metadata(
+    name: str, labels: dict[str, str], annotations: dict[str, str], owner: Owner | None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
+    if owner:
+        metadata["ownerReferences"] = [owner.reference()]
+    return metadata
+
+
+def _env(variables: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": key, "value": value} for key, value in variables.items()]
+
+
+def builder_pod(
+    config: Config,
+    platform: Platform,
+    metadata_path: str,
+    label: str,
+    name: str,
+    identity: Identity,
+    transfer_dir: str,
+) -> dict[str, Any]:
+    """The pod running Fabric's build command for the platform, with `/chaincode/input`
+    read-only and `/chaincode/output` writable from subPaths of the transfer volume."""
+    settings = config.platforms[platform.name]
+    script = platform.build_script(metadata_path, config.fabric_version, False)
+    # Builders run as a non-root uid, so the output is opened to whoever reads it back, keeping
+    # the build's exit status.
+    wrapper = f'/bin/sh -c "$1"; status=$?; chmod -R a+rwX {OUTPUT_DIR} 2>/dev/null; exit $status'
+    container: dict[str, Any] = {
+        "name": "build",
+        "image": settings.build_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["/bin/sh", "-c", wrapper, "k8scc-build", script],
+        "env": _env({"HOME": SCRATCH_DIR, **config.build_env, **settings.build_env}),
+        "securityContext": _container_security(read_only_root=False),
+        "volumeMounts": [
+            {"name": TRANSFER_VOLUME, "mountPath": INPUT_DIR, "subPath": f"{transfer_dir}/input", "readOnly": True},
+            {"name": TRANSFER_VOLUME, "mountPath": OUTPUT_DIR, "subPath": f"{transfer_dir}/output"},
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+        ],
+    }
+    if platform.build_workdir:
+        container["workingDir"] = platform.build_workdir
+    resources = _resources(config.builder_resources)
+    if resources:
+        container["resources"] = resources
+    spec = _pod_spec(config, settings, grace=0)
+    spec["activeDeadlineSeconds"] = max(1, int(config.build_timeout))
+    spec["containers"] = [container]
+    spec["volumes"] = [
+        {"name": TRANSFER_VOLUME, "persistentVolumeClaim": {"claimName": config.transfer_claim}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(
+            name,
+            names.labels("build", identity.peer_id, label, extra=config.labels),
+            names.annotations(identity.peer_id, label, extra=config.annotations),
+            identity.owner,
+        ),
+        "spec": spec,
+    }
+
+
+def chaincode_env(config: Config, chaincode: ChaincodeJson) -> dict[str, str]:
+    """The environment Fabric's Docker launcher gives chaincode, with the TLS files in Secret."""
+    env = {
+        "CORE_CHAINCODE_ID_NAME": chaincode.chaincode_id,
+        "CORE_PEER_TLS_ENABLED": "true" if chaincode.tls else "false",
+        "CORE_PEER_LOCALMSPID": chaincode.mspid,
+        **config.chaincode_logging,
+    }
+    if chaincode.tls:
+        env.update(
+            {
+                "CORE_TLS_CLIENT_KEY_PATH": f"{TLS_DIR}/client.key",
+                "CORE_TLS_CLIENT_CERT_PATH": f"{TLS_DIR}/client.crt",
+                "CORE_TLS_CLIENT_KEY_FILE": f"{TLS_DIR}/client_pem.key",
+                "CORE_TLS_CLIENT_CERT_FILE": f"{TLS_DIR}/client_pem.crt",
+                "CORE_PEER_TLS_ROOTCERT_FILE": f"{TLS_DIR}/peer.crt",
+            }
+        )
+    env["HOME"] = SCRATCH_DIR
+    return env
+
+
+def chaincode_pod(
+    config: Config,
+    platform: Platform,
+    run_image: str,
+    chaincode: ChaincodeJson,
+    name: str,
+    identity: Identity,
+    transfer_dir: str,
+) -> dict[str, Any]:
+    """The chaincode in its runtime image, started with the platform's launch command; the build
+    output is read-only at the platform's directory, the TLS files come from the Secret `name`."""
+    settings = config.platforms[platform.name]
+    mounts: list[dict[str, Any]] = [
+        {"name": TRANSFER_VOLUME, "mountPath": platform.output_dir, "subPath": f"{transfer_dir}/output", "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": TRANSFER_VOLUME, "persistentVolumeClaim": {"claimName": config.transfer_claim, "readOnly": True}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    if chaincode.tls:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": name, "defaultMode": 0o440}})
+    container: dict[str, Any] = {
+        "name": "chaincode",
+        "image": run_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": platform.launch(chaincode.peer_address),
+        "workingDir": platform.output_dir,
+        "env": _env(chaincode_env(config, chaincode)),
+        "securityContext": _container_security(read_only_root=True),
+        "volumeMounts": mounts,
+    }
+    resources = _resources(config.chaincode_resources)
+    if resources:
+        container["resources"] = resources
+    spec = _pod_spec(config, settings, grace=config.termination_grace)
+    spec["containers"] = [container]
+    spec["volumes"] = volumes
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(
+            name,
+            names.labels("run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels),
+            names.annotations(
+                identity.peer_id, chaincode.label, chaincode.chaincode_id, chaincode.mspid, config.annotations
+            ),
+            identity.owner,
+        ),
+        "spec": spec,
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def tls_secret(chaincode: ChaincodeJson, name: str, identity: Identity, config: Config) -> dict[str, Any]:
+    """TLS files laid out as Fabric's Docker launcher does: raw PEM for the `_FILE` variables and
+    `peer.crt`, base64 of the PEM for the `_PATH` variables the Node and Java shims read."""
+    files = {
+        "client_pem.crt": chaincode.client_cert.encode(),
+        "client_pem.key": chaincode.client_key.encode(),
+        "peer.crt": chaincode.root_cert.encode(),
+        "client.crt": _b64(chaincode.client_cert.encode()).encode(),
+        "client.key": _b64(chaincode.client_key.encode()).encode(),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(
+            name,
+            names.labels("run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels),
+            names.annotations(identity.peer_id, chaincode.label, chaincode.chaincode_id, chaincode.mspid),
+            identity.owner,
+        ),
+        "data": {key: _b64(value) for key, value in files.items()},
+    }
+
+
+def redacted(secret: dict[str, Any]) -> dict[str, Any]:
+    """The Secret as `k8scc render` shows it: keys kept, values replaced."""
+    return {**secret, "data": dict.fromkeys(secret.get("data", {}), "<redacted>")}

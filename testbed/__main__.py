@@ -1,0 +1,3 @@
+from testbed.cluster import main
+
+main()

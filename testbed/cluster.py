@@ -1,0 +1,119 @@
+"""The whole test bed: a control plane plus a node agent in its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from testbed.controlplane import ControlPlane
+
+IMAGES_DIR = Path(__file__).resolve().parent / "images"
+# Images a test can use to see what a node does when a pull fails.
+UNAVAILABLE_IMAGES = frozenset({"registry.invalid/k8scc/missing:1.0"})
+
+
+def default_images() -> dict[str, Path]:
+    """Image name -> overlay directory; other images run on the host userland as they are."""
+    overlays = {}
+    for overlay in sorted(IMAGES_DIR.iterdir()) if IMAGES_DIR.is_dir() else []:
+        for tag in ("2.5", "3.1", "latest"):
+            overlays[f"hyperledger/fabric-{overlay.name}:{tag}"] = overlay
+            overlays[f"docker.io/hyperledger/fabric-{overlay.name}:{tag}"] = overlay
+    return overlays
+
+
+@dataclass
+class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+    workdir: Path
+    images: dict[str, Path] = field(default_factory=default_images)
+    control_plane: ControlPlane = field(init=False)
+    _agent: subprocess.Popen[bytes] | None = None
+    _agent_log: IO[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.control_plane = ControlPlane(self.workdir / "control-plane")
+
+    def start(self) -> None:
+        self.control_plane.start()
+        try:
+            self.start_agent()
+        except BaseException:
+            self.control_plane.stop()
+            raise
+
+    def start_agent(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "testbed.node",
+            "--kubeconfig",
+            str(self.control_plane.admin_kubeconfig),
+            "--workdir",
+            str(self.workdir / "node"),
+        ]
+        for name, directory in self.images.items():
+            argv += ["--image", f"{name}={directory}"]
+        for name in sorted(UNAVAILABLE_IMAGES):
+            argv += ["--unavailable-image", name]
+        self._agent_log = (self.workdir / "node.log").open("ab")
+        self._agent = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self._agent_log,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,
+        )
+        assert self._agent.stdout is not None
+        line = self._agent.stdout.readline()
+        if line.strip() != b"ready":
+            self.stop_agent()
+            raise RuntimeError(f"node agent did not start; see {self.workdir / 'node.log'}")
+
+    def stop_agent(self) -> None:
+        """SIGTERM lets the agent end its containers; SIGKILL of its group is the fallback."""
+        if self._agent is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._agent.pid, signal.SIGTERM)
+        try:
+            self._agent.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._agent.pid, signal.SIGKILL)
+            self._agent.wait()
+        if self._agent.stdout:
+            self._agent.stdout.close()
+        if self._agent_log:
+            self._agent_log.close()
+        self._agent = None
+
+    def stop(self) -> None:
+        self.stop_agent()
+        self.control_plane.stop()
+
+    def __enter__(self) -> Testbed:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="k8scc-testbed-"))
+    with Testbed(workdir) as testbed:
+        kubeconfig = testbed.control_plane.admin_kubeconfig
+        print(f"testbed: API server {testbed.control_plane.server}", file=sys.stderr)
+        print(f"testbed: export KUBECONFIG={kubeconfig}", file=sys.stderr)
+        print("testbed: Ctrl-C stops it", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -1,0 +1,395 @@
+"""etcd, kube-apiserver and kube-controller-manager as local processes on free loopback ports.
+
+The control plane gets a fresh CA per start: x509 client certificates authenticate, RBAC
+authorizes, PodSecurity admits, and the API server issues ServiceAccount tokens itself.
+kube-controller-manager runs the controllers that need no cloud or real nodes (garbage
+collection, namespace deletion, ServiceAccounts, kube-root-ca.crt, PV binding), so ownership
+and cascading deletion behave as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import trustme
+import yaml
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import (
+    ConfigMap,
+    Namespace,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    ServiceAccount,
+    ServiceAccountToken,
+)
+
+from testbed import binaries
+from testbed.objects import load
+
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kubeconfig(server: str, ca_file: Path, user: dict[str, str], namespace: str = "default") -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "testbed",
+                    "cluster": {"server": server, "certificate-authority": str(ca_file)},
+                }
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [
+                {
+                    "name": "testbed",
+                    "context": {"cluster": "testbed", "user": "user", "namespace": namespace},
+                }
+            ],
+            "current-context": "testbed",
+        }
+    )
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+@dataclass
+class ControlPlane:
+    """A running control plane rooted at `workdir` (certificates, etcd data, logs)."""
+
+    workdir: Path
+    with_controller_manager: bool = True
+    api_port: int = 0
+    _processes: list[_Process] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "pki" / "ca.crt"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    def start(self, timeout: float = 60.0) -> None:
+        etcd_dir = binaries.ensure(binaries.ETCD)
+        kube_dir = binaries.ensure(binaries.KUBE)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_pki()
+        try:
+            etcd_url = self._start_etcd(etcd_dir / "etcd", timeout)
+            self._start_apiserver(kube_dir / "kube-apiserver", etcd_url, timeout)
+            if self.with_controller_manager:
+                self._start_controller_manager(kube_dir / "kube-controller-manager")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _write_pki(self) -> None:
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        ca = trustme.CA(organization_name="k8scc testbed")
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        ca.private_key_pem.write_to_path(str(pki / "ca.key"))
+        serving = ca.issue_cert(
+            "127.0.0.1",
+            "localhost",
+            "10.0.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            common_name="kube-apiserver",
+        )
+        serving.cert_chain_pems[0].write_to_path(str(pki / "apiserver.crt"))
+        serving.private_key_pem.write_to_path(str(pki / "apiserver.key"))
+        admin = ca.issue_cert("admin", common_name="admin", organization_name="system:masters")
+        admin.cert_chain_pems[0].write_to_path(str(pki / "admin.crt"))
+        admin.private_key_pem.write_to_path(str(pki / "admin.key"))
+        # Any private key signs ServiceAccount tokens; the API server verifies with the same file.
+        signer = ca.issue_cert("service-account-signer")
+        signer.private_key_pem.write_to_path(str(pki / "sa.key"))
+        self.api_port = free_port()
+        self.admin_kubeconfig.write_text(
+            kubeconfig(
+                self.server,
+                self.ca_file,
+                {
+                    "client-certificate": str(pki / "admin.crt"),
+                    "client-key": str(pki / "admin.key"),
+                },
+            )
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> _Process:
+        log = (self.workdir / f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process = _Process(name, popen, log)
+        self._processes.append(process)
+        return process
+
+    def _wait_http(
+        self, process: _Process, url: str, context: ssl.SSLContext | None, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}; see "
+                    f"{self.workdir / (process.name + '.log')}"
+                )
+            try:
+                # Only the http(s) URLs built above reach this.
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{process.name} not ready at {url} after {timeout} s")
+            time.sleep(0.1)
+
+    def _start_etcd(self, binary: Path, timeout: float) -> str:
+        client_url = f"http://127.0.0.1:{free_port()}"
+        peer_url = f"http://127.0.0.1:{free_port()}"
+        process = self._spawn(
+            "etcd",
+            [
+                str(binary),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                client_url,
+                "--advertise-client-urls",
+                client_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        self._wait_http(process, f"{client_url}/health", None, timeout)
+        return client_url
+
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        pki = self.workdir / "pki"
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return context
+
+    def _start_apiserver(self, binary: Path, etcd_url: str, timeout: float) -> None:
+        pki = self.workdir / "pki"
+        process = self._spawn(
+            "kube-apiserver",
+            [
+                str(binary),
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={self.api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={self.ca_file}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-account-issuer={self.server}",
+                f"--service-account-key-file={pki / 'sa.key'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--profiling=false",
+            ],
+        )
+        self._wait_http(process, f"{self.server}/readyz", self.admin_ssl_context(), timeout)
+
+    def _start_controller_manager(self, binary: Path) -> None:
+        pki = self.workdir / "pki"
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binary),
+                f"--kubeconfig={self.admin_kubeconfig}",
+                "--leader-elect=false",
+                # Node lifecycle and IPAM assume real kubelets and a pod network.
+                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,"
+                "-service-lb-controller,-node-route-controller,-persistentvolume-attach-detach",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={self.ca_file}",
+                "--use-service-account-credentials=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+            ],
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ends only the processes this control plane started, newest first."""
+        for process in reversed(self._processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGTERM)
+            try:
+                process.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.popen.pid, signal.SIGKILL)
+                process.popen.wait()
+            process.log.close()
+        self._processes.clear()
+
+    # -- helpers for tests ----------------------------------------------------------------------
+
+    def client(self) -> Client:
+        return Client(KubeConfig.from_file(self.admin_kubeconfig), field_manager="testbed")
+
+    def create_namespace(self, name: str, enforce: str = "restricted") -> None:
+        """A namespace enforcing a PodSecurity level, with what pods need from the controllers
+        created at once (kube-controller-manager would add them, but asynchronously)."""
+        client = self.client()
+        labels = {
+            "pod-security.kubernetes.io/enforce": enforce,
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+        client.create(load(Namespace, {"metadata": {"name": name, "labels": labels}}))
+        objects = [
+            load(ServiceAccount, {"metadata": {"name": "default"}}),
+            load(
+                ConfigMap,
+                {
+                    "metadata": {"name": "kube-root-ca.crt"},
+                    "data": {"ca.crt": self.ca_file.read_text()},
+                },
+            ),
+        ]
+        for obj in objects:
+            try:
+                client.create(obj, namespace=name)
+            except ApiError as error:
+                if error.status.code != 409:
+                    raise
+        client.close()
+
+    def create_local_volume(
+        self, namespace: str, claim: str, path: Path, size: str = "10Gi"
+    ) -> None:
+        """A PersistentVolume on a local directory and a claim already bound to it."""
+        client = self.client()
+        volume_name = f"{namespace}-{claim}"
+        client.create(
+            load(
+                PersistentVolume,
+                {
+                    "metadata": {"name": volume_name},
+                    "spec": {
+                        "capacity": {"storage": size},
+                        "accessModes": ["ReadWriteMany"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": "",
+                        "hostPath": {"path": str(path), "type": "Directory"},
+                        "claimRef": {"namespace": namespace, "name": claim},
+                    },
+                },
+            )
+        )
+        client.create(
+            load(
+                PersistentVolumeClaim,
+                {
+                    "metadata": {
+                        "name": claim,
+                        "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
+                    },
+                    "spec": {
+                        "accessModes": ["ReadWriteMany"],
+                        "storageClassName": "",
+                        "volumeName": volume_name,
+                        "resources": {"requests": {"storage": size}},
+                    },
+                },
+            ),
+            namespace=namespace,
+        )
+        client.patch(
+            PersistentVolumeClaim.Status,
+            claim,
+            {
+                "status": {
+                    "phase": "Bound",
+                    "accessModes": ["ReadWriteMany"],
+                    "capacity": {"storage": size},
+                }
+            },
+            namespace=namespace,
+        )
+        client.close()
+
+    def token(self, namespace: str, account: str, seconds: int = 3600) -> str:
+        client = self.client()
+        issued = client.create(
+            ServiceAccountToken(
+                metadata=ObjectMeta(),
+                spec=TokenRequestSpec(audiences=[], expirationSeconds=seconds),
+            ),
+            account,
+            namespace=namespace,
+        )
+        client.close()
+        assert issued.status is not None
+        return str(issued.status.token)
+
+    def serviceaccount_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount with a TokenRequest token."""
+        token = self.token(namespace, account)
+        path.write_text(kubeconfig(self.server, self.ca_file, {"token": token}, namespace))
+        return path
+
+    def write_incluster_dir(self, namespace: str, account: str, directory: Path) -> Path:
+        """What a pod finds under /var/run/secrets/kubernetes.io/serviceaccount."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(self.token(namespace, account))
+        (directory / "ca.crt").write_text(self.ca_file.read_text())
+        (directory / "namespace").write_text(namespace)
+        return directory
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

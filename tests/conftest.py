@@ -1,0 +1,51 @@
+"""Fixtures shared by the suite: one test bed per session, a fresh namespace per test."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+
+from testbed.cluster import Testbed
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    bed = Testbed(tmp_path_factory.mktemp("testbed"))
+    bed.start()
+    try:
+        yield bed
+    finally:
+        bed.stop()
+
+
+@pytest.fixture
+def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace enforcing PodSecurity `restricted`, named after the test."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    name = f"t{next(_counter)}-{slug}"[:63].rstrip("-")
+    testbed.control_plane.create_namespace(name)
+    return name
+
+
+@pytest.fixture
+def admin(testbed: Testbed) -> Iterator[Client]:
+    client = testbed.control_plane.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def volume_dir(testbed: Testbed, namespace: str, tmp_path: Path) -> Path:
+    """A directory behind the PVC `transfer` of the test's namespace."""
+    directory = tmp_path / "volume"
+    directory.mkdir()
+    directory.chmod(0o777)
+    testbed.control_plane.create_local_volume(namespace, "transfer", directory)
+    return directory
