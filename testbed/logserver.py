@@ -262,8 +262,6 @@ def _shut_down(connection: socket.socket) -> None:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
     def __init__(self, address: tuple[str, int], store: LogStore, tls: ssl.SSLContext) -> None:
         super().__init__(address, _Handler)
         # Handshakes are left to the request threads, so a stalled client cannot block accept().

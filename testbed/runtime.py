@@ -37,6 +37,9 @@ _SCRATCH_PREFIX = "k8scc-rt-"
 # Characters that overlayfs reads as separators or escapes in its mount options.
 _OVERLAY_SPECIAL = frozenset(",:\\")
 _CGROUP_REMOVE_TIMEOUT = 5.0
+# util-linux 2.38 unshare cannot re-raise SIGKILL (signal(SIGKILL, SIG_DFL) fails): when its child
+# died of SIGKILL (kill(), OOM killer) it prints this as its last line and exits 1 instead.
+_UNSHARE_SIGKILL_REPORT = b"unshare: sigprocmask unblock failed: Invalid argument"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Container:
         self._scratch: Path | None = None
         self._status: ExitStatus | None = None
         self._status_lock = threading.Lock()
+        self._init_sigkilled = False
         self._closed = False
 
     def start(self) -> None:
@@ -170,9 +174,12 @@ class Container:
         proc = self._started()
         if proc.returncode is not None:
             return
-        # The init may have left the process group (setsid), and `--kill-child` does not reach it
-        # any more once setpriv changed its uid, so it is killed by pid as well.
-        self._signal_init(proc.pid, signals.SIGKILL)
+        # The init is killed, not unshare: unshare must live on to reap it, or the init's zombie
+        # would be handed to a subreaper that may never reap it. Killing the init also reaches
+        # one that left the process group (setsid).
+        if self._signal_init(proc.pid, signals.SIGKILL):
+            return
+        # No init yet (or any more): only unshare is in the group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signals.SIGKILL)
 
@@ -209,17 +216,35 @@ class Container:
         return False
 
     def _pump(self, stream: str, pipe: IO[bytes]) -> None:
+        held: bytes | None = None
         with pipe:
             for raw in iter(pipe.readline, b""):
+                if held is not None:
+                    self._deliver(stream, held)
+                    held = None
                 line = raw[:-1] if raw.endswith(b"\n") else raw
-                try:
-                    self._on_output(stream, line)
-                except Exception:
-                    # The pipe must keep draining, or the container blocks on a full pipe.
-                    _log.exception("on_output failed for a %s line", stream)
+                if stream == "stderr" and line == _UNSHARE_SIGKILL_REPORT:
+                    held = line
+                else:
+                    self._deliver(stream, line)
+        if held is not None:
+            # EOF on stderr: unshare has exited, so its exit code tells whose line it was.
+            if self._started().wait() == 1:
+                self._init_sigkilled = True
+            else:
+                self._deliver(stream, held)
+
+    def _deliver(self, stream: str, line: bytes) -> None:
+        try:
+            self._on_output(stream, line)
+        except Exception:
+            # The pipe must keep draining, or the container blocks on a full pipe.
+            _log.exception("on_output failed for a %s line", stream)
 
     def _exit_status(self, returncode: int) -> ExitStatus:
         oom_killed = self._cgroup is not None and _oom_kills(self._cgroup) > 0
+        if self._init_sigkilled:
+            return ExitStatus(exit_code=137, oom_killed=oom_killed, signal=signals.SIGKILL)
         if returncode < 0:
             # unshare re-raises the signal that ended its child (or was itself killed).
             return ExitStatus(exit_code=128 - returncode, oom_killed=oom_killed, signal=-returncode)
@@ -309,9 +334,9 @@ def _setup_script(spec: ContainerSpec, scratch: Path, cgroup: Path | None) -> st
         f"mount --rbind /sys {inside('/sys')}",
         f"mount -o remount,bind,ro {inside('/sys')}",
     ]
-    # Container paths, not host temp files (S108). The host's /dev/shm, which came with /dev,
-    # would otherwise be shared with the host and every other container.
-    for temp_dir in ("/dev/shm", "/tmp"):  # noqa: S108
+    # The host's /dev/shm, which came with /dev, would otherwise be shared with the host and
+    # every other container.
+    for temp_dir in ("/dev/shm", "/tmp"):
         lines.append(f"mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs {inside(temp_dir)}")
     # Parents first, so that a volume nested in another one lands on top of it.
     for mount in sorted(spec.mounts, key=lambda m: len(PurePosixPath(m.target).parts)):

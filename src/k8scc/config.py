@@ -23,10 +23,14 @@ CONFIG_ENV = "K8SCC_CFGFILE"
 CONFIG_NAME = "k8scc.yaml"
 DEFAULT_FABRIC_VERSION = "3.1"
 
-_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_QUANTITY = re.compile(
+    r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
+)
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -88,14 +92,17 @@ def default_images(fabric_version: str) -> dict[str, tuple[str, str]]:
     """
     env_version = "2.5" if fabric_version.startswith("3") else fabric_version
     return {
-        "golang": (f"hyperledger/fabric-ccenv:{fabric_version}", f"hyperledger/fabric-baseos:{fabric_version}"),
+        "golang": (
+            f"hyperledger/fabric-ccenv:{fabric_version}",
+            f"hyperledger/fabric-baseos:{fabric_version}",
+        ),
         "node": (f"hyperledger/fabric-nodeenv:{env_version}",) * 2,
         "java": (f"hyperledger/fabric-javaenv:{env_version}",) * 2,
     }
 
 
 class _Reader:
-    """Walks the parsed YAML, collecting one message per problem instead of stopping at the first."""
+    """Walks the parsed YAML, collecting one message per problem rather than stopping early."""
 
     def __init__(self) -> None:
         self.errors: list[str] = []
@@ -139,7 +146,11 @@ class _Reader:
         return value
 
     def string_map(
-        self, data: Mapping[str, Any], key: str, where: str, check_key: Callable[[str], str | None] | None = None,
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        where: str,
+        check_key: Callable[[str], str | None] | None = None,
         check_value: Callable[[str], str | None] | None = None,
     ) -> dict[str, str]:
         raw = self.get(data, key, where, dict, {})
@@ -182,19 +193,34 @@ class _Reader:
 
     def resources(self, data: Mapping[str, Any], where: str) -> Resources:
         section = self.section(data.get("resources"), f"{where}.resources", {"requests", "limits"})
-        requests = self.string_map(section, "requests", f"{where}.resources", check_value=_check_quantity)
-        limits = self.string_map(section, "limits", f"{where}.resources", check_value=_check_quantity)
+        requests = self.string_map(
+            section, "requests", f"{where}.resources", check_value=_check_quantity
+        )
+        limits = self.string_map(
+            section, "limits", f"{where}.resources", check_value=_check_quantity
+        )
         return Resources(requests, limits)
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _names(kinds: tuple[type, ...]) -> str:
-    words = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "a mapping", list: "a list"}
+    words = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        dict: "a mapping",
+        list: "a list",
+    }
     return " or ".join(dict.fromkeys(words.get(k, k.__name__) for k in kinds))
 
 
@@ -207,7 +233,9 @@ def _check_label_key(key: str) -> str | None:
 
 
 def _check_label_value(value: str) -> str | None:
-    return None if _LABEL_VALUE.match(value) and len(value) <= 63 else f"invalid label value {value!r}"
+    return (
+        None if _LABEL_VALUE.match(value) and len(value) <= 63 else f"invalid label value {value!r}"
+    )
 
 
 def _check_env_name(name: str) -> str | None:
@@ -215,7 +243,11 @@ def _check_env_name(name: str) -> str | None:
 
 
 def _check_dns_label(value: str) -> str | None:
-    return None if _DNS_LABEL.match(value) and len(value) <= 63 else f"{value!r} is not a valid DNS label"
+    return (
+        None
+        if _DNS_LABEL.match(value) and len(value) <= 63
+        else f"{value!r} is not a valid DNS label"
+    )
 
 
 def _check_dns_name(value: str) -> str | None:
@@ -247,7 +279,9 @@ def parse(text: str, path: Path | None = None) -> Config:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise K8sccError(f"{where}: not valid YAML{at}: {getattr(error, 'problem', error)}") from None
+        raise K8sccError(
+            f"{where}: not valid YAML{at}: {getattr(error, 'problem', error)}"
+        ) from None
     r = _Reader()
     top = r.section(data if data is not None else {}, "", _TOP)
     fabric_version = str(r.get(top, "fabricVersion", "", (str, int, float), DEFAULT_FABRIC_VERSION))
@@ -277,7 +311,9 @@ def parse(text: str, path: Path | None = None) -> Config:
             continue  # explicitly disabled: detect will not claim this platform
         where_p = f"platforms.{name}"
         section = r.section(
-            platforms_raw.get(name), where_p, {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"}
+            platforms_raw.get(name),
+            where_p,
+            {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"},
         )
         build_image, run_image = defaults[name]
         platforms[name] = PlatformConfig(
@@ -288,13 +324,17 @@ def parse(text: str, path: Path | None = None) -> Config:
                 **r.string_map(section, "buildEnv", where_p, _check_env_name),
             },
             run_as_user=r.get(section, "runAsUser", where_p, int, platform.default_uid, _check_id),
-            run_as_group=r.get(section, "runAsGroup", where_p, int, platform.default_uid, _check_id),
+            run_as_group=r.get(
+                section, "runAsGroup", where_p, int, platform.default_uid, _check_id
+            ),
         )
 
     tolerations = r.get(pod, "tolerations", "pod", list, [])
     for index, toleration in enumerate(tolerations):
         if not isinstance(toleration, dict):
-            r.errors.append(f"pod.tolerations[{index}]: expected a mapping, got {_kind(toleration)}")
+            r.errors.append(
+                f"pod.tolerations[{index}]: expected a mapping, got {_kind(toleration)}"
+            )
     secrets = r.get(pod, "imagePullSecrets", "pod", list, [])
     for index, secret in enumerate(secrets):
         if not isinstance(secret, str) or _check_dns_name(secret):
@@ -305,7 +345,11 @@ def parse(text: str, path: Path | None = None) -> Config:
         "pod",
         str,
         "IfNotPresent",
-        lambda v: None if v in ("Always", "IfNotPresent", "Never") else "must be Always, IfNotPresent or Never",
+        lambda v: (
+            None
+            if v in ("Always", "IfNotPresent", "Never")
+            else "must be Always, IfNotPresent or Never"
+        ),
     )
     kubeconfig = r.get(top, "kubeconfig", "", str, None)
     config = Config(
@@ -321,13 +365,17 @@ def parse(text: str, path: Path | None = None) -> Config:
             lambda v: None if v.startswith("https://") else "must be an https:// URL",
         ),
         service_account_dir=Path(
-            r.get(top, "serviceAccountDir", "", str, "/var/run/secrets/kubernetes.io/serviceaccount")
+            r.get(
+                top, "serviceAccountDir", "", str, "/var/run/secrets/kubernetes.io/serviceaccount"
+            )
         ),
         fabric_version=fabric_version,
         peer_id=r.get(peer, "id", "peer", str, None),
         peer_pod_name=r.get(peer, "podName", "peer", str, None, _check_dns_name),
         owner_references=r.get(peer, "ownerReferences", "peer", bool, True),
-        transfer_claim=r.get(transfer, "claimName", "transfer", str, "k8scc-transfer", _check_dns_name),
+        transfer_claim=r.get(
+            transfer, "claimName", "transfer", str, "k8scc-transfer", _check_dns_name
+        ),
         transfer_mount_path=Path(
             r.get(
                 transfer,
@@ -345,9 +393,18 @@ def parse(text: str, path: Path | None = None) -> Config:
         chaincode_logging={
             key: value
             for key, value in (
-                ("CORE_CHAINCODE_LOGGING_LEVEL", r.get(logging, "level", "chaincode.logging", str, "")),
-                ("CORE_CHAINCODE_LOGGING_SHIM", r.get(logging, "shim", "chaincode.logging", str, "")),
-                ("CORE_CHAINCODE_LOGGING_FORMAT", r.get(logging, "format", "chaincode.logging", str, "")),
+                (
+                    "CORE_CHAINCODE_LOGGING_LEVEL",
+                    r.get(logging, "level", "chaincode.logging", str, ""),
+                ),
+                (
+                    "CORE_CHAINCODE_LOGGING_SHIM",
+                    r.get(logging, "shim", "chaincode.logging", str, ""),
+                ),
+                (
+                    "CORE_CHAINCODE_LOGGING_FORMAT",
+                    r.get(logging, "format", "chaincode.logging", str, ""),
+                ),
             )
             if value
         },
@@ -363,7 +420,9 @@ def parse(text: str, path: Path | None = None) -> Config:
             lambda v: None if 0 <= v <= 300 else "must be between 0 and 300",
         ),
         image_pull_policy=policy,
-        node_selector=r.string_map(pod, "nodeSelector", "pod", _check_label_key, _check_label_value),
+        node_selector=r.string_map(
+            pod, "nodeSelector", "pod", _check_label_key, _check_label_value
+        ),
         tolerations=[t for t in tolerations if isinstance(t, dict)],
         affinity=r.get(pod, "affinity", "pod", dict, {}),
         image_pull_secrets=[s for s in secrets if isinstance(s, str)],
@@ -392,7 +451,8 @@ def load(path: Path) -> Config:
         text = path.read_text()
     except FileNotFoundError:
         raise K8sccError(
-            f"configuration file {path} not found (set {CONFIG_ENV} or put {CONFIG_NAME} beside bin/)"
+            f"configuration file {path} not found"
+            f" (set {CONFIG_ENV} or put {CONFIG_NAME} beside bin/)"
         ) from None
     except OSError as error:
         raise K8sccError(f"cannot read configuration file {path}: {error.strerror}") from None

@@ -79,7 +79,9 @@ def read_metadata(metadata_dir: Path) -> Metadata:
     label = _string(data, "label", what, required=False)
     if label and not LABEL_PATTERN.match(label):
         raise K8sccError(f"{what}: label {label!r} is not a valid Fabric package label")
-    return Metadata(type=kind, label=label, path=_string(data, "path", what, required=False), raw=raw)
+    return Metadata(
+        type=kind, label=label, path=_string(data, "path", what, required=False), raw=raw
+    )
 
 
 def _check_pem(value: str, field: str, kinds: tuple[str, ...]) -> None:
@@ -101,9 +103,13 @@ def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
     )
     label, sep, digest = parsed.chaincode_id.rpartition(":")
     if not sep or not label or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise K8sccError(f"{what}: chaincode_id {parsed.chaincode_id!r} is not <label>:<sha256 hex>")
+        raise K8sccError(
+            f"{what}: chaincode_id {parsed.chaincode_id!r} is not <label>:<sha256 hex>"
+        )
     if not LABEL_PATTERN.match(label):
-        raise K8sccError(f"{what}: chaincode_id label {label!r} is not a valid Fabric package label")
+        raise K8sccError(
+            f"{what}: chaincode_id label {label!r} is not a valid Fabric package label"
+        )
     host, colon, port = parsed.peer_address.rpartition(":")
     if not colon or not host or not port.isdigit() or "://" in parsed.peer_address:
         raise K8sccError(f"{what}: peer_address {parsed.peer_address!r} is not host:port")
@@ -111,7 +117,9 @@ def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
         raise K8sccError(f"{what}: field 'mspid' is empty")
     tls_fields = (parsed.client_cert, parsed.client_key, parsed.root_cert)
     if any(tls_fields) and not all(tls_fields):
-        raise K8sccError(f"{what}: client_cert, client_key and root_cert must be all set or all empty")
+        raise K8sccError(
+            f"{what}: client_cert, client_key and root_cert must be all set or all empty"
+        )
     _check_pem(parsed.client_cert, "client_cert", ("CERTIFICATE",))
     _check_pem(parsed.root_cert, "root_cert", ("CERTIFICATE",))
     if parsed.client_key and not _PEM_KEY.search(parsed.client_key):

@@ -64,8 +64,12 @@ def build_name(peer_id: str, label: str, content: str) -> str:
     return object_name("ccbuild", label, peer_id, content)
 
 
-def labels(
-    step: str, peer_id: str, label: str, package_hash: str = "", extra: Mapping[str, str] | None = None
+def pod_labels(
+    step: str,
+    peer_id: str,
+    label: str,
+    package_hash: str = "",
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     result = {
         **(extra or {}),
@@ -80,7 +84,7 @@ def labels(
     return result
 
 
-def annotations(
+def pod_annotations(
     peer_id: str,
     label: str,
     package_id: str = "",

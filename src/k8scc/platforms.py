@@ -32,7 +32,7 @@ def golang_build_script(path: str, fabric_version: str, dynamic_link: bool = Fal
             f'elif [ -f "{src}/go.mod" ]; then',
             f"  cd {src}",
             f"  {module}go build -v -mod=readonly {ldflags}{out} {package}",
-            f'elif [ -f {at_path}/go.mod ] && [ -d {at_path}/vendor ]; then',
+            f"elif [ -f {at_path}/go.mod ] && [ -d {at_path}/vendor ]; then",
             f"  cd {at_path}",
             f"  {module}go build -v -mod=vendor {ldflags}{out} .",
             f"elif [ -f {at_path}/go.mod ]; then",

@@ -125,7 +125,12 @@ def builder_pod(
         "env": _env({"HOME": SCRATCH_DIR, **config.build_env, **settings.build_env}),
         "securityContext": _container_security(read_only_root=False),
         "volumeMounts": [
-            {"name": TRANSFER_VOLUME, "mountPath": INPUT_DIR, "subPath": f"{transfer_dir}/input", "readOnly": True},
+            {
+                "name": TRANSFER_VOLUME,
+                "mountPath": INPUT_DIR,
+                "subPath": f"{transfer_dir}/input",
+                "readOnly": True,
+            },
             {"name": TRANSFER_VOLUME, "mountPath": OUTPUT_DIR, "subPath": f"{transfer_dir}/output"},
             {"name": "scratch", "mountPath": SCRATCH_DIR},
         ],
@@ -147,8 +152,8 @@ def builder_pod(
         "kind": "Pod",
         "metadata": _metadata(
             name,
-            names.labels("build", identity.peer_id, label, extra=config.labels),
-            names.annotations(identity.peer_id, label, extra=config.annotations),
+            names.pod_labels("build", identity.peer_id, label, extra=config.labels),
+            names.pod_annotations(identity.peer_id, label, extra=config.annotations),
             identity.owner,
         ),
         "spec": spec,
@@ -190,11 +195,19 @@ def chaincode_pod(
     output is read-only at the platform's directory, the TLS files come from the Secret `name`."""
     settings = config.platforms[platform.name]
     mounts: list[dict[str, Any]] = [
-        {"name": TRANSFER_VOLUME, "mountPath": platform.output_dir, "subPath": f"{transfer_dir}/output", "readOnly": True},
+        {
+            "name": TRANSFER_VOLUME,
+            "mountPath": platform.output_dir,
+            "subPath": f"{transfer_dir}/output",
+            "readOnly": True,
+        },
         {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": TRANSFER_VOLUME, "persistentVolumeClaim": {"claimName": config.transfer_claim, "readOnly": True}},
+        {
+            "name": TRANSFER_VOLUME,
+            "persistentVolumeClaim": {"claimName": config.transfer_claim, "readOnly": True},
+        },
         {"name": "scratch", "emptyDir": {}},
     ]
     if chaincode.tls:
@@ -221,9 +234,15 @@ def chaincode_pod(
         "kind": "Pod",
         "metadata": _metadata(
             name,
-            names.labels("run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels),
-            names.annotations(
-                identity.peer_id, chaincode.label, chaincode.chaincode_id, chaincode.mspid, config.annotations
+            names.pod_labels(
+                "run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels
+            ),
+            names.pod_annotations(
+                identity.peer_id,
+                chaincode.label,
+                chaincode.chaincode_id,
+                chaincode.mspid,
+                config.annotations,
             ),
             identity.owner,
         ),
@@ -235,7 +254,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def tls_secret(chaincode: ChaincodeJson, name: str, identity: Identity, config: Config) -> dict[str, Any]:
+def tls_secret(
+    chaincode: ChaincodeJson, name: str, identity: Identity, config: Config
+) -> dict[str, Any]:
     """TLS files laid out as Fabric's Docker launcher does: raw PEM for the `_FILE` variables and
     `peer.crt`, base64 of the PEM for the `_PATH` variables the Node and Java shims read."""
     files = {
@@ -251,8 +272,12 @@ def tls_secret(chaincode: ChaincodeJson, name: str, identity: Identity, config: 
         "type": "Opaque",
         "metadata": _metadata(
             name,
-            names.labels("run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels),
-            names.annotations(identity.peer_id, chaincode.label, chaincode.chaincode_id, chaincode.mspid),
+            names.pod_labels(
+                "run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels
+            ),
+            names.pod_annotations(
+                identity.peer_id, chaincode.label, chaincode.chaincode_id, chaincode.mspid
+            ),
             identity.owner,
         ),
         "data": {key: _b64(value) for key, value in files.items()},

@@ -91,7 +91,7 @@ class CertificateAuthority:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def issue(self, common_name: str, *, server_ip: str | None = None) -> tuple[str, str]:
-        """A leaf certificate and its PKCS#8 key, both PEM; a server cert when server_ip is given."""
+        """A leaf cert and its PKCS#8 key, both PEM; a server cert when server_ip is given."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server_ip else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
@@ -115,6 +115,7 @@ class CertificateAuthority:
             serialization.NoEncryption(),
         )
         return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
 
 def fabric_key_pem(pkcs8_pem: str) -> str:
     """Relabel a PKCS#8 key the way the real peer writes client_key (PKCS#8 under an EC header)."""
@@ -214,8 +215,9 @@ class FakePeer:
             return list(self._registrations)
 
     def _register(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
-        first = next(requests, None)
-        if first is None or first.type != ChaincodeMessage.REGISTER:
+        # An empty message stands for a stream closed before its first message.
+        first = next(requests, ChaincodeMessage())
+        if first.type != ChaincodeMessage.REGISTER:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "expected REGISTER")
         name = ChaincodeID.FromString(first.payload).name
         identity = ""

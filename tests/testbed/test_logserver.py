@@ -89,8 +89,8 @@ def client(server: LogServer, tls: Tls) -> Iterator[Client]:
     client.close()
 
 
-def running(store: LogStore, container: str = CONTAINER) -> ContainerLog:
-    log = store.container(NAMESPACE, POD, container)
+def running(store: LogStore) -> ContainerLog:
+    log = store.container(NAMESPACE, POD, CONTAINER)
     log.mark_started()
     return log
 
@@ -153,6 +153,8 @@ def test_without_follow_the_lines_so_far_come_back_in_arrival_order(
     # The container still runs, yet the answer ends with what exists.
     assert client.body(LOG_PATH) == (200, b"one\ntwo\nthree\nfour\n\n")
     assert client.body(LOG_PATH + "?follow=false") == (200, b"one\ntwo\nthree\nfour\n\n")
+    # Bytes holding two lines were kept as two lines.
+    assert client.body(LOG_PATH + "?tailLines=3") == (200, b"three\nfour\n\n")
 
 
 @pytest.mark.timeout(20)

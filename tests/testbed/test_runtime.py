@@ -236,7 +236,7 @@ def test_file_volumes(run: Run, tmp_path: Path) -> None:
 @pytest.mark.timeout(30)
 def test_nested_volumes_mount_parent_first(run: Run, tmp_path: Path) -> None:
     outer, inner = tmp_path / "outer", tmp_path / "inner"
-    outer.mkdir()
+    (outer / "sub").mkdir(parents=True)
     inner.mkdir()
     (outer / "o.txt").write_text("outer\n")
     (inner / "i.txt").write_text("inner\n")
@@ -283,7 +283,13 @@ def test_writable_root_stays_in_the_container(run: Run) -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("groups", "expected"), [((2000, 3000), "65533 2000 3000"), ((), "65533")])
 def test_identity(run: Run, groups: tuple[int, ...], expected: str) -> None:
-    status, output = run(sh("id -u; id -g; id -G", uid=65532, gid=65533, groups=groups))
+    # Supplementary groups of the agent must not leak into the container.
+    agent_groups = os.getgroups()
+    os.setgroups([4242])
+    try:
+        status, output = run(sh("id -u; id -g; id -G", uid=65532, gid=65533, groups=groups))
+    finally:
+        os.setgroups(agent_groups)
     assert status.exit_code == 0
     assert output.text("stdout") == ["65532", "65533", expected]
 

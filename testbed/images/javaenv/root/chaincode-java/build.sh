@@ -39,9 +39,9 @@ build_maven() {
     cd "$work"
     if [ -f ./mvnw ]; then
         chmod +x ./mvnw
-        ./mvnw -q -B compile package -DskipTests -Dmaven.test.skip=true
+        ./mvnw -q -B -Dstyle.color=never compile package -DskipTests -Dmaven.test.skip=true
     else
-        mvn -q -B compile package -DskipTests -Dmaven.test.skip=true
+        mvn -q -B -Dstyle.color=never compile package -DskipTests -Dmaven.test.skip=true
     fi
     cp target/chaincode.jar "$output/"
     touch "$output/.uberjar"

@@ -20,11 +20,6 @@ import org.json.JSONObject;
 @Default
 public final class AssetTransfer implements ContractInterface {
 
-    public AssetTransfer() {
-        // Tests look for this line in the pod log to tell that the process started.
-        System.out.println("asset-transfer: starting java chaincode");
-    }
-
     // One stdout line per transaction lets tests follow the chaincode through its log.
     private static void trace(final String fn, final String id) {
         System.out.println("asset-transfer: " + fn + " " + id);

@@ -1,0 +1,3 @@
+from k8scc.cli import main
+
+main()

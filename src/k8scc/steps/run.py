@@ -1,0 +1,74 @@
+"""run: launches the built chaincode in its own pod with the TLS material of this launch in a
+Secret, streams its output into the peer's log, and stays until the pod ends: exit 0 when it
+succeeds, non-zero when it fails or disappears. On SIGTERM the pod and Secret are deleted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from k8scc import buildinfo, identity, names, render
+from k8scc import config as configuration
+from k8scc.errors import K8sccError
+from k8scc.kube import Kube
+from k8scc.log import StepLog
+from k8scc.metadata import read_chaincode_json
+from k8scc.platforms import lookup
+from k8scc.supervise import Supervisor, failure
+from k8scc.transfer import OUTPUT, VolumeTransfer
+
+REPLACE_SECONDS = 30.0
+
+
+def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
+    build_output, run_metadata = Path(argv[0]), Path(argv[1])
+    chaincode = read_chaincode_json(run_metadata)
+    log.chaincode = chaincode.chaincode_id
+    info = buildinfo.read(build_output)
+    platform = lookup(info.platform)
+    if platform is None:
+        raise K8sccError(f"unknown platform {info.platform!r} in the build output")
+    config = configuration.load(configuration.locate(bin_dir))
+    log.debug = config.debug
+    if platform.name not in config.platforms:
+        raise K8sccError(f"platform {platform.name} is disabled in {config.path}")
+    kube = Kube(config)
+    who = identity.resolve(config, kube)
+    name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
+    log.pod = name
+    transfer = VolumeTransfer(config.transfer_mount_path)
+    supervisor = Supervisor(
+        kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
+    )
+    try:
+        subpath = transfer.stage_run(name, build_output / OUTPUT)
+        if chaincode.tls:
+            secret = render.tls_secret(chaincode, name, who, config)
+            kube.replace_secret(secret)
+        manifest = render.chaincode_pod(
+            config, platform, info.run_image, chaincode, name, who, subpath
+        )
+        pod = kube.replace_pod(manifest, wait_seconds=REPLACE_SECONDS)
+        if chaincode.tls:
+            # The Secret goes with the pod if `run` cannot delete it itself.
+            pod_ref = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": name,
+                "uid": pod["metadata"]["uid"],
+            }
+            owners = [pod_ref] + ([who.owner.reference()] if who.owner else [])
+            kube.set_secret_owners(name, owners)
+        log.info(f"chaincode pod started in image {info.run_image}")
+        outcome = supervisor.wait(pod["metadata"]["resourceVersion"])
+        if outcome.succeeded:
+            log.info("chaincode exited")
+            return 0
+        raise K8sccError(f"chaincode pod {name} failed: {failure(outcome.pod, 'chaincode')}")
+    finally:
+        supervisor.close()
+        kube.retry_seconds = 2.0
+        kube.delete_pod(name, grace=config.termination_grace)
+        if chaincode.tls:
+            kube.delete_secret(name)
+        transfer.remove(name)
+        kube.close()

@@ -1,0 +1,181 @@
+"""Driving k8scc exactly as the peer does: a builder directory made by `k8scc install-builder`,
+its bin/* programs run with positional arguments and the peer's pruned environment, as the
+ServiceAccount from the repo's RBAC manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightkube import Client
+from lightkube.resources.core_v1 import ServiceAccount
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+
+from testbed.cluster import Testbed
+from testbed.objects import load
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "deploy" / "base" / "rbac.yaml"
+SAMPLES = REPO / "samples" / "chaincode"
+SAMPLE_PATHS = {"golang": "k8scc.test/samples/chaincode/go", "node": "", "java": ""}
+SAMPLE_DIRS = {"golang": "go", "node": "node", "java": "java"}
+
+
+def apply_rbac(client: Client, namespace: str, rules: list[dict[str, Any]] | None = None) -> None:
+    """The manifest's ServiceAccount, Role and RoleBinding; `rules` replaces the Role's rules."""
+    for document in yaml.safe_load_all(RBAC.read_text()):
+        kind = document["kind"]
+        if kind == "ServiceAccount":
+            client.create(load(ServiceAccount, document), namespace=namespace)
+        elif kind == "Role":
+            role = {**document, "rules": document["rules"] if rules is None else rules}
+            client.create(load(Role, role), namespace=namespace)
+        else:
+            client.create(load(RoleBinding, document), namespace=namespace)
+
+
+def rbac_rules() -> list[dict[str, Any]]:
+    for document in yaml.safe_load_all(RBAC.read_text()):
+        if document["kind"] == "Role":
+            return list(document["rules"])
+    raise AssertionError("no Role in the RBAC manifest")
+
+
+def peer_env() -> dict[str, str]:
+    """What the peer passes: only PATH and TMPDIR survive its pruning here."""
+    return {k: os.environ[k] for k in ("PATH", "TMPDIR") if k in os.environ}
+
+
+@dataclass
+class Builder:
+    directory: Path
+    transfer: Path
+    env: dict[str, str] = field(default_factory=peer_env)
+
+    def program(self, step: str) -> str:
+        return str(self.directory / "bin" / step)
+
+    def run(self, step: str, *args: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.program(step), *map(str, args)],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, step: str, *args: Path) -> RunningStep:
+        return RunningStep(
+            subprocess.Popen(
+                [self.program(step), *map(str, args)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+
+
+class RunningStep:
+    """A step in the background whose stderr lines are collected as they come."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    @property
+    def stderr(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Signals the step and waits for it; kills it if it outlives `timeout`."""
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._reader.join(timeout=5)
+        return code
+
+
+def make_builder(
+    testbed: Testbed,
+    namespace: str,
+    transfer: Path,
+    workdir: Path,
+    extra: dict[str, Any] | None = None,
+    account: str = "k8scc",
+) -> Builder:
+    kubeconfig = testbed.control_plane.serviceaccount_kubeconfig(
+        namespace, account, workdir / "k8scc.kubeconfig"
+    )
+    config: dict[str, Any] = {
+        "namespace": namespace,
+        "kubeconfig": str(kubeconfig),
+        "peer": {"id": "peer0.org1.example.com"},
+        "transfer": {"claimName": "transfer", "mountPath": str(transfer)},
+        "timeouts": {"stuck": "5s", "start": "60s"},
+    }
+    config.update(extra or {})
+    config_file = workdir / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    directory = workdir / "builder"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k8scc",
+            "install-builder",
+            str(directory),
+            "--config",
+            str(config_file),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return Builder(directory, transfer)
+
+
+def package_source(platform: str, workdir: Path, label: str = "asset_1.0") -> tuple[Path, Path]:
+    """CHAINCODE_SOURCE_DIR and CHAINCODE_METADATA_DIR as the peer extracts a sample package."""
+    sample = SAMPLES / SAMPLE_DIRS[platform]
+    source = workdir / "src-dir"
+    shutil.copytree(
+        sample, source / "src", ignore=shutil.ignore_patterns("META-INF", "node_modules", "target")
+    )
+    if (sample / "META-INF").is_dir():
+        shutil.copytree(sample / "META-INF", source / "META-INF")
+    metadata = workdir / "metadata"
+    metadata.mkdir()
+    (metadata / "metadata.json").write_text(
+        json.dumps({"path": SAMPLE_PATHS[platform], "type": platform, "label": label})
+    )
+    return source, metadata
