@@ -107,7 +107,7 @@ class ControlPlane:
             etcd_url = self._start_etcd(etcd_dir / "etcd", timeout)
             self._start_apiserver(kube_dir / "kube-apiserver", etcd_url, timeout)
             if self.with_controller_manager:
-                self._start_controller_manager(kube_dir / "kube-controller-manager")
+                self._start_controller_manager(kube_dir / "kube-controller-manager", timeout)
         except BaseException:
             self.stop()
             raise
@@ -240,24 +240,31 @@ class ControlPlane:
         )
         self._wait_http(process, f"{self.server}/readyz", self.admin_ssl_context(), timeout)
 
-    def _start_controller_manager(self, binary: Path) -> None:
+    def _start_controller_manager(self, binary: Path, timeout: float) -> None:
         pki = self.workdir / "pki"
-        self._spawn(
+        port = free_port()
+        process = self._spawn(
             "kube-controller-manager",
             [
                 str(binary),
                 f"--kubeconfig={self.admin_kubeconfig}",
                 "--leader-elect=false",
                 # Node lifecycle and IPAM assume real kubelets and a pod network.
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,"
-                "-service-lb-controller,-node-route-controller,-persistentvolume-attach-detach",
+                "--controllers=*,-node-ipam-controller,-node-lifecycle-controller,"
+                "-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller,"
+                "-persistentvolume-attach-detach-controller",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--use-service-account-credentials=false",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
+                f"--secure-port={port}",
             ],
         )
+        # Its serving certificate is self-signed; /healthz only tells that it runs.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._wait_http(process, f"https://127.0.0.1:{port}/healthz", insecure, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ends only the processes this control plane started, newest first."""

@@ -32,6 +32,7 @@ _log = logging.getLogger(__name__)
 # root, which is the host userland too).
 _TOOLS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MEMORY_HIERARCHY = Path("/sys/fs/cgroup/memory")
+# Host names carry the agent's pid, so a leftover can be traced to the agent that made it.
 _CGROUP_PREFIX = "k8scc-testbed-"
 _SCRATCH_PREFIX = "k8scc-rt-"
 # Characters that overlayfs reads as separators or escapes in its mount options.
@@ -93,7 +94,7 @@ class Container:
         try:
             # An empty host directory only serves as the mountpoint of the scratch tmpfs, which
             # exists in the container's mount namespace alone.
-            self._scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX))
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-"))
             _check_overlay_path(self._scratch)
             if self._spec.memory_limit is not None:
                 self._cgroup = _create_memory_cgroup(self._spec.memory_limit)
@@ -269,6 +270,8 @@ def _validate(spec: ContainerSpec) -> None:
         if not name or "=" in name:
             raise ValueError(f"invalid environment variable name {name!r}")
     for mount in spec.mounts:
+        if not mount.source.is_absolute():
+            raise ValueError(f"mount source must be absolute: {mount.source}")
         if (
             not mount.target.startswith("/")
             or mount.target == "/"
@@ -378,7 +381,7 @@ def _own_memory_cgroup() -> Path:
 
 
 def _create_memory_cgroup(limit: int) -> Path:
-    cgroup = _own_memory_cgroup() / f"{_CGROUP_PREFIX}{uuid.uuid4().hex[:16]}"
+    cgroup = _own_memory_cgroup() / f"{_CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     cgroup.mkdir()
     try:
         (cgroup / "memory.limit_in_bytes").write_text(str(limit))
@@ -397,7 +400,8 @@ def _oom_kills(cgroup: Path) -> int:
 
 
 def _remove_cgroup(cgroup: Path) -> None:
-    # Processes of the pid namespace may still be exiting after their init ended.
+    # rmdir fails with EBUSY while the kernel still counts a task in the cgroup; that count is
+    # not guaranteed to drop before unshare's exit status arrives.
     deadline = time.monotonic() + _CGROUP_REMOVE_TIMEOUT
     while True:
         try:

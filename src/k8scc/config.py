@@ -7,6 +7,7 @@ Every field, its default and its meaning is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -179,14 +180,14 @@ class _Reader:
         if isinstance(raw, (int, float)):
             seconds = float(raw)
         else:
-            match = _DURATION.match(raw.strip())
+            match = _DURATION.fullmatch(raw.strip())
             if not match:
                 self.errors.append(
                     f"{where}.{key}: invalid duration {raw!r} (use e.g. 90s, 5m, 1h)".lstrip(".")
                 )
                 return default
             seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        if seconds <= 0:
+        if not math.isfinite(seconds) or seconds <= 0:
             self.errors.append(f"{where}.{key}: must be positive".lstrip("."))
             return default
         return seconds
@@ -225,27 +226,34 @@ def _names(kinds: tuple[type, ...]) -> str:
 
 
 def _check_quantity(value: str) -> str | None:
-    return None if _QUANTITY.match(value) else f"invalid quantity {value!r} (use e.g. 500m, 1Gi)"
+    return (
+        None if _QUANTITY.fullmatch(value) else f"invalid quantity {value!r} (use e.g. 500m, 1Gi)"
+    )
 
 
 def _check_label_key(key: str) -> str | None:
-    return None if _LABEL_KEY.match(key) and len(key) <= 316 else "invalid label or annotation key"
+    prefix, _, name = key.rpartition("/")
+    if _LABEL_KEY.fullmatch(key) and len(name) <= 63 and len(prefix) <= 253:
+        return None
+    return "invalid label or annotation key"
 
 
 def _check_label_value(value: str) -> str | None:
     return (
-        None if _LABEL_VALUE.match(value) and len(value) <= 63 else f"invalid label value {value!r}"
+        None
+        if _LABEL_VALUE.fullmatch(value) and len(value) <= 63
+        else f"invalid label value {value!r}"
     )
 
 
 def _check_env_name(name: str) -> str | None:
-    return None if _ENV_NAME.match(name) else "invalid environment variable name"
+    return None if _ENV_NAME.fullmatch(name) else "invalid environment variable name"
 
 
 def _check_dns_label(value: str) -> str | None:
     return (
         None
-        if _DNS_LABEL.match(value) and len(value) <= 63
+        if _DNS_LABEL.fullmatch(value) and len(value) <= 63
         else f"{value!r} is not a valid DNS label"
     )
 
@@ -283,8 +291,15 @@ def parse(text: str, path: Path | None = None) -> Config:
             f"{where}: not valid YAML{at}: {getattr(error, 'problem', error)}"
         ) from None
     r = _Reader()
-    top = r.section(data if data is not None else {}, "", _TOP)
-    fabric_version = str(r.get(top, "fabricVersion", "", (str, int, float), DEFAULT_FABRIC_VERSION))
+    top = r.section(data if data is not None else {}, "top level", _TOP)
+    fabric_version = r.get(
+        top,
+        "fabricVersion",
+        "",
+        str,
+        DEFAULT_FABRIC_VERSION,
+        lambda v: None if re.fullmatch(r"[0-9]+\.[0-9]+", v) else 'must be major.minor, e.g. "3.1"',
+    )
 
     peer = r.section(top.get("peer"), "peer", {"id", "podName", "ownerReferences"})
     transfer = r.section(top.get("transfer"), "transfer", {"claimName", "mountPath"})
@@ -319,10 +334,7 @@ def parse(text: str, path: Path | None = None) -> Config:
         platforms[name] = PlatformConfig(
             build_image=r.get(section, "buildImage", where_p, str, build_image, _check_image),
             run_image=r.get(section, "runImage", where_p, str, run_image, _check_image),
-            build_env={
-                **dict(platform.default_build_env),
-                **r.string_map(section, "buildEnv", where_p, _check_env_name),
-            },
+            build_env=r.string_map(section, "buildEnv", where_p, _check_env_name),
             run_as_user=r.get(section, "runAsUser", where_p, int, platform.default_uid, _check_id),
             run_as_group=r.get(
                 section, "runAsGroup", where_p, int, platform.default_uid, _check_id

@@ -69,6 +69,8 @@ class Kube:
             account = config.service_account_dir
             host = os.environ.get("KUBERNETES_SERVICE_HOST")
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if host and ":" in host:
+                host = f"[{host}]"  # IPv6
             server = f"https://{host}:{port}" if host else config.kubernetes_server
             if not (account / "token").is_file():
                 raise K8sccError(

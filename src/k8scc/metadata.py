@@ -77,7 +77,7 @@ def read_metadata(metadata_dir: Path) -> Metadata:
     what = "metadata.json"
     kind = _string(data, "type", what)
     label = _string(data, "label", what, required=False)
-    if label and not LABEL_PATTERN.match(label):
+    if label and not LABEL_PATTERN.fullmatch(label):
         raise K8sccError(f"{what}: label {label!r} is not a valid Fabric package label")
     return Metadata(
         type=kind, label=label, path=_string(data, "path", what, required=False), raw=raw
@@ -106,12 +106,13 @@ def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
         raise K8sccError(
             f"{what}: chaincode_id {parsed.chaincode_id!r} is not <label>:<sha256 hex>"
         )
-    if not LABEL_PATTERN.match(label):
+    if not LABEL_PATTERN.fullmatch(label):
         raise K8sccError(
             f"{what}: chaincode_id label {label!r} is not a valid Fabric package label"
         )
     host, colon, port = parsed.peer_address.rpartition(":")
-    if not colon or not host or not port.isdigit() or "://" in parsed.peer_address:
+    valid_port = re.fullmatch(r"[0-9]{1,5}", port) is not None and 0 < int(port) < 65536
+    if not colon or not host or not valid_port or "://" in parsed.peer_address:
         raise K8sccError(f"{what}: peer_address {parsed.peer_address!r} is not host:port")
     if not parsed.mspid:
         raise K8sccError(f"{what}: field 'mspid' is empty")

@@ -32,7 +32,8 @@ _NOT_DNS = re.compile(r"[^a-z0-9]+")
 
 def digest(*parts: str, length: int = HASH_LENGTH) -> str:
     """A short lower-case hex digest; the NUL separator keeps ("a", "bc") apart from ("ab", "c")."""
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
+    # surrogateescape: a CORE_PEER_ID with bytes that are not UTF-8 still hashes.
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:length]
 
 
 def slug(text: str, limit: int) -> str:

@@ -1,6 +1,6 @@
 """Pure rendering of the objects k8scc creates: the builder pod, the chaincode pod and the
-per-launch TLS Secret. Nothing here talks to Kubernetes, so `k8scc render` and the tests
-see exactly what the steps create.
+per-launch TLS Secret. Nothing here talks to Kubernetes, so tests and tools see exactly
+what the steps create.
 
 Pods are admitted under PodSecurity `restricted`: non-root with explicit ids, no privilege
 escalation, no capabilities, RuntimeDefault seccomp, no ServiceAccount token, and a read-only
@@ -122,7 +122,14 @@ def builder_pod(
         "image": settings.build_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["/bin/sh", "-c", wrapper, "k8scc-build", script],
-        "env": _env({"HOME": SCRATCH_DIR, **config.build_env, **settings.build_env}),
+        "env": _env(
+            {
+                "HOME": SCRATCH_DIR,
+                **dict(platform.default_build_env),
+                **config.build_env,
+                **settings.build_env,
+            }
+        ),
         "securityContext": _container_security(read_only_root=False),
         "volumeMounts": [
             {
@@ -285,5 +292,5 @@ def tls_secret(
 
 
 def redacted(secret: dict[str, Any]) -> dict[str, Any]:
-    """The Secret as `k8scc render` shows it: keys kept, values replaced."""
+    """The Secret as it may be shown: keys kept, values replaced."""
     return {**secret, "data": dict.fromkeys(secret.get("data", {}), "<redacted>")}

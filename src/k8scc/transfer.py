@@ -38,9 +38,15 @@ def copy_tree(source: Path, destination: Path, what: str, readable: bool = False
     """Copies directories, regular files and relative symlinks that stay inside `source` (what
     the peer accepts in a build output); anything else is refused by name. `readable` opens
     the copy to the non-root users pods run as."""
+    if not source.is_dir():
+        raise K8sccError(f"{what}: {source} is not a directory")
     root = source.resolve()
     destination.mkdir(parents=True, exist_ok=True)
-    for directory, subdirs, files in os.walk(source):
+
+    def unreadable(error: OSError) -> None:
+        raise K8sccError(f"{what}: cannot read {error.filename}: {error.strerror}")
+
+    for directory, subdirs, files in os.walk(source, onerror=unreadable):
         here = Path(directory)
         target_dir = destination / here.relative_to(source)
         for name in sorted(subdirs + files):
@@ -49,7 +55,8 @@ def copy_tree(source: Path, destination: Path, what: str, readable: bool = False
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
                 link = os.readlink(path)
-                resolved = (here / link).resolve()
+                # Lexical containment: resolving could loop or leave the tree through other links.
+                resolved = Path(os.path.normpath(here.resolve() / link))
                 if os.path.isabs(link) or (resolved != root and root not in resolved.parents):
                     raise K8sccError(f"{what}: symlink {path.relative_to(source)} points outside")
                 target.symlink_to(link)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 from lightkube import Client
 
 from testbed.cluster import Testbed
-from tests.support.builder import Builder, apply_rbac, make_builder
+from tests.support.builder import Builder, apply_rbac, make_builder, package_source
+
+_modules = itertools.count(1)
 
 
 @pytest.fixture
@@ -17,3 +20,25 @@ def builder(
     the Role of deploy/base/rbac.yaml."""
     apply_rbac(admin, namespace)
     return make_builder(testbed, namespace, volume_dir, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def golang_output(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BUILD_OUTPUT_DIR of the Go sample, built once per module in a namespace of its own."""
+    workdir = tmp_path_factory.mktemp("golang-build")
+    namespace = f"build-{next(_modules)}-golang"
+    testbed.control_plane.create_namespace(namespace)
+    volume = workdir / "volume"
+    volume.mkdir(mode=0o777)
+    volume.chmod(0o777)
+    testbed.control_plane.create_local_volume(namespace, "transfer", volume)
+    client = testbed.control_plane.client()
+    apply_rbac(client, namespace)
+    client.close()
+    builder = make_builder(testbed, namespace, volume, workdir)
+    source, metadata = package_source("golang", workdir)
+    output = workdir / "bld"
+    output.mkdir()
+    built = builder.run("build", source, metadata, output)
+    assert built.returncode == 0, built.stderr
+    return output

@@ -1,4 +1,6 @@
-"""All four steps invoked exactly as the peer invokes them, against the test bed."""
+"""All four steps invoked exactly as the peer invokes them, against the test bed, for each
+platform: a real build in a builder pod, then launches with peer TLS on and off that register
+at a fake peer, stopped with SIGTERM, leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -15,57 +17,73 @@ from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster]
 
-
-def leftovers(admin: Client, namespace: str, transfer: Path) -> list[str]:
-    pods = [p.metadata.name for p in admin.list(Pod, namespace=namespace)]  # type: ignore[union-attr]
-    secrets = [s.metadata.name for s in admin.list(Secret, namespace=namespace)]  # type: ignore[union-attr]
-    return (
-        [f"pod/{p}" for p in pods]
-        + [f"secret/{s}" for s in secrets]
-        + [f"dir/{d.name}" for d in transfer.iterdir()]
-    )
+BUILT_FILE = {"golang": "chaincode", "node": "package.json", "java": "chaincode.jar"}
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("tls", [True, False], ids=["tls", "no-tls"])
-def test_golang_build_release_run(
-    builder: Builder, admin: Client, namespace: str, tmp_path: Path, tls: bool
-) -> None:
-    source, metadata = package_source("golang", tmp_path)
-    detected = builder.run("detect", source, metadata)
-    assert detected.returncode == 0, detected.stderr
-    output = tmp_path / "bld"
-    output.mkdir()
-    built = builder.run("build", source, metadata, output)
-    assert built.returncode == 0, built.stderr
-    assert (output / "output" / "chaincode").is_file()
-    info = json.loads((output / "k8scc-build.json").read_text())
-    assert info["platform"] == "golang"
-    assert "| " in built.stderr  # the builder pod's own output reached the log
-    release = tmp_path / "release"
-    release.mkdir()
-    released = builder.run("release", output, release)
-    assert released.returncode == 0, released.stderr
-    assert (release / "statedb" / "couchdb" / "indexes").is_dir()
-    assert leftovers(admin, namespace, builder.transfer) == []
+def leftovers(admin: Client, namespace: str, transfer: Path | None) -> list[str]:
+    pods = [f"pod/{p.metadata.name}" for p in admin.list(Pod, namespace=namespace)]  # type: ignore[union-attr]
+    secrets = [f"secret/{s.metadata.name}" for s in admin.list(Secret, namespace=namespace)]  # type: ignore[union-attr]
+    directories = [f"dir/{d.name}" for d in transfer.iterdir()] if transfer else []
+    return pods + secrets + directories
 
+
+def wait_clean(
+    admin: Client, namespace: str, transfer: Path | None, timeout: float = 10
+) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := leftovers(admin, namespace, transfer)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def launch_and_stop(builder: Builder, output: Path, workdir: Path, platform: str, tls: bool) -> None:
     with FakePeer(tls=tls) as peer:
-        chaincode_id = "asset_1.0:" + "ab" * 32
-        run_meta = tmp_path / "run"
+        chaincode_id = f"asset_1.0:{'ab' * 32}"
+        run_meta = workdir / f"run-{tls}"
         run_meta.mkdir()
         (run_meta / "chaincode.json").write_text(json.dumps(peer.chaincode_json(chaincode_id)))
         run = builder.start("run", output, run_meta)
         try:
             assert peer.wait_registered(chaincode_id, timeout=120), run.stderr
-            # The chaincode's own output streams into the log while it runs.
-            assert run.wait_for_line("| asset-transfer: starting go chaincode", 30), run.stderr
+            # The chaincode's own output streams into the peer's log while it runs.
+            started = f"| asset-transfer: starting {'go' if platform == 'golang' else platform}"
+            assert run.wait_for_line(started, 30), run.stderr
             assert run.process.poll() is None
         finally:
-            stopped = time.monotonic()
+            stopping = time.monotonic()
             code = run.stop()
-        assert time.monotonic() - stopped < 5
+        assert time.monotonic() - stopping < 5
         assert code != 0
-    deadline = time.monotonic() + 10
-    while leftovers(admin, namespace, builder.transfer) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert leftovers(admin, namespace, builder.transfer) == []
+        assert "stopped by SIGTERM" in run.stderr
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("platform", ["golang", "node", "java"])
+def test_build_release_and_run_with_tls_on_and_off(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path, platform: str
+) -> None:
+    source, metadata = package_source(platform, tmp_path)
+    detected = builder.run("detect", source, metadata)
+    assert detected.returncode == 0, detected.stderr
+    output = tmp_path / "bld"
+    output.mkdir()
+    started = time.monotonic()
+    built = builder.run("build", source, metadata, output)
+    print(f"{platform} build: {time.monotonic() - started:.1f} s")
+    assert built.returncode == 0, built.stderr
+    assert (output / "output" / BUILT_FILE[platform]).is_file()
+    info = json.loads((output / "k8scc-build.json").read_text())
+    assert info["platform"] == platform
+    assert "build succeeded" in built.stderr
+    release = tmp_path / "release"
+    release.mkdir()
+    released = builder.run("release", output, release)
+    assert released.returncode == 0, released.stderr
+    assert (release / "statedb" / "couchdb" / "indexes" / "indexOwner.json").is_file()
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+    for tls in (True, False):
+        started = time.monotonic()
+        launch_and_stop(builder, output, tmp_path, platform, tls)
+        print(f"{platform} launch tls={tls}: {time.monotonic() - started:.1f} s")
+        assert wait_clean(admin, namespace, builder.transfer) == []

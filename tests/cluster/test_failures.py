@@ -1,0 +1,170 @@
+"""Failures are reported in one line naming the pod and Kubernetes' reason, fast, and leave
+nothing behind: no pods, Secrets or transfer directories, BUILD_OUTPUT_DIR empty."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from lightkube.resources.core_v1 import Pod, Secret
+
+from testbed.cluster import UNAVAILABLE_IMAGES, Testbed
+from tests.cluster.test_steps import leftovers, wait_clean
+from tests.support.builder import Builder, make_builder, package_source
+from tests.support.fakepeer import FakePeer
+from tests.support.pods import phase_in, shell_pod, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+CHAINCODE_ID = f"asset_1.0:{'cd' * 32}"
+
+
+def error_lines(stderr: str) -> list[str]:
+    """k8scc's own error lines, not the pods' output that it forwards."""
+    return [line for line in stderr.splitlines() if re.match(r"k8scc \w+( \[[^]]*\])?: error: ", line)]
+
+
+def write_chaincode_json(directory: Path, content: dict[str, str]) -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / "chaincode.json").write_text(json.dumps(content))
+    return directory
+
+
+def test_compile_error_fails_the_build_with_the_compiler_output_in_the_log(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path
+) -> None:
+    source, metadata = package_source("golang", tmp_path)
+    main = source / "src" / "main.go"
+    main.write_text(main.read_text().replace("func main() {", "func main() { undefinedCall()"))
+    output = tmp_path / "bld"
+    output.mkdir()
+    built = builder.run("build", source, metadata, output)
+    assert built.returncode != 0
+    # The compiler's complaint streamed through the builder pod's log.
+    assert re.search(r"\| .*undefined: undefinedCall", built.stderr), built.stderr
+    [error] = error_lines(built.stderr)
+    assert re.search(r"build failed in pod ccbuild-asset-1-0-[0-9a-f]+: Error, exit code 1", error)
+    assert list(output.iterdir()) == []
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_unavailable_build_image_fails_fast_naming_the_reason(
+    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
+) -> None:
+    from tests.support.builder import apply_rbac
+
+    apply_rbac(admin, namespace)
+    image = sorted(UNAVAILABLE_IMAGES)[0]
+    builder = make_builder(
+        testbed,
+        namespace,
+        volume_dir,
+        tmp_path,
+        {"platforms": {"golang": {"buildImage": image}}, "timeouts": {"stuck": "3s"}},
+    )
+    source, metadata = package_source("golang", tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    started = time.monotonic()
+    built = builder.run("build", source, metadata, output)
+    elapsed = time.monotonic() - started
+    assert built.returncode != 0
+    [error] = error_lines(built.stderr)
+    assert "cannot start: ErrImagePull" in error or "cannot start: ImagePullBackOff" in error
+    assert image in error
+    assert elapsed < 20, elapsed
+    assert list(output.iterdir()) == []
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_run_exits_nonzero_when_its_pod_is_deleted_by_someone_else(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path, golang_output: Path
+) -> None:
+    with FakePeer(tls=True) as peer:
+        meta = write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID))
+        run = builder.start("run", golang_output, meta)
+        try:
+            assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
+            [pod] = admin.list(Pod, namespace=namespace)
+            assert pod.metadata is not None and pod.metadata.name
+            admin.delete(Pod, pod.metadata.name, namespace=namespace)
+            code = run.process.wait(30)
+        finally:
+            run.stop()
+    assert code == 1
+    [error] = error_lines(run.stderr)
+    assert f"pod {pod.metadata.name}" in error
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_run_exits_nonzero_when_the_chaincode_fails(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path, golang_output: Path
+) -> None:
+    with FakePeer(tls=False) as peer:
+        content = peer.chaincode_json(CHAINCODE_ID)
+    # The peer is gone: the shim cannot connect and exits non-zero.
+    meta = write_chaincode_json(tmp_path / "run", content)
+    ran = builder.run("run", golang_output, meta, timeout=120)
+    assert ran.returncode == 1
+    [error] = error_lines(ran.stderr)
+    assert re.search(r"chaincode pod cc-asset-1-0-[0-9a-f]+ failed: Error, exit code [1-9]", error)
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_relaunch_after_sigkill_replaces_the_stale_pod(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path, golang_output: Path
+) -> None:
+    with FakePeer(tls=True) as peer:
+        first = builder.start(
+            "run", golang_output, write_chaincode_json(tmp_path / "a", peer.chaincode_json(CHAINCODE_ID))
+        )
+        assert peer.wait_registered(CHAINCODE_ID, 60), first.stderr
+        [stale] = admin.list(Pod, namespace=namespace)
+        first.stop(signal.SIGKILL)  # no cleanup: the pod and its Secret stay behind
+        assert [p.metadata.name for p in admin.list(Pod, namespace=namespace)] == [stale.metadata.name]  # type: ignore[union-attr]
+        second = builder.start(
+            "run", golang_output, write_chaincode_json(tmp_path / "b", peer.chaincode_json(CHAINCODE_ID))
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(peer.registrations()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(peer.registrations()) == 2, second.stderr
+            [fresh] = admin.list(Pod, namespace=namespace)
+            assert fresh.metadata.name == stale.metadata.name  # type: ignore[union-attr]
+            assert fresh.metadata.uid != stale.metadata.uid  # type: ignore[union-attr]
+        finally:
+            second.stop()
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
+    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path, golang_output: Path
+) -> None:
+    from tests.support.builder import apply_rbac
+
+    apply_rbac(admin, namespace)
+    admin.create(shell_pod("peer0", "while :; do sleep 1; done"), namespace=namespace)
+    peer_pod = wait_for(admin, "peer0", namespace, phase_in("Running"))
+    builder = make_builder(testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0", "podName": "peer0"}})
+    with FakePeer(tls=True) as peer:
+        run = builder.start(
+            "run", golang_output, write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID))
+        )
+        assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
+        run.stop(signal.SIGKILL)
+        chaincode = [p for p in admin.list(Pod, namespace=namespace) if p.metadata.name != "peer0"][0]  # type: ignore[union-attr]
+        assert chaincode.metadata is not None
+        owners = [(o.kind, o.name, o.uid) for o in chaincode.metadata.ownerReferences or []]
+        assert owners == [("Pod", "peer0", peer_pod["metadata"]["uid"])]
+        secret = admin.get(Secret, chaincode.metadata.name, namespace=namespace)  # type: ignore[arg-type]
+        secret_owners = {o.name for o in secret.metadata.ownerReferences or []}  # type: ignore[union-attr]
+        assert secret_owners == {"peer0", chaincode.metadata.name}
+        # The peer pod goes: the garbage collector removes the chaincode pod, then the Secret.
+        admin.delete(Pod, "peer0", namespace=namespace, grace_period=0)
+        assert wait_clean(admin, namespace, None, timeout=60) == []

@@ -1,0 +1,191 @@
+"""copy_tree copies what the peer itself would persist and refuses the rest by name; the volume
+transfer lays out one directory per pod."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from k8scc.errors import K8sccError
+from k8scc.transfer import INPUT, OUTPUT, VolumeTransfer, copy_tree
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "source"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "file.txt").write_text("top")
+    (root / "sub" / "data.bin").write_bytes(bytes(range(256)))
+    (root / "sub" / "deeper" / "leaf").write_text("leaf")
+    tool = root / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o750)
+    (root / "empty").mkdir()
+    return root
+
+
+def refusal(source: Path, destination: Path) -> str:
+    with pytest.raises(K8sccError) as raised:
+        copy_tree(source, destination, "build output")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("build output: ")
+    return message
+
+
+def test_copies_files_and_directories(source: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "copy"
+    copy_tree(source, destination, "build output")
+    assert (destination / "file.txt").read_text() == "top"
+    assert (destination / "sub" / "data.bin").read_bytes() == bytes(range(256))
+    assert (destination / "sub" / "deeper" / "leaf").read_text() == "leaf"
+    assert (destination / "empty").is_dir()
+    assert stat.S_IMODE((destination / "tool").stat().st_mode) & 0o700 == 0o700
+    found = sorted(str(p.relative_to(destination)) for p in destination.rglob("*"))
+    assert found == sorted(str(p.relative_to(source)) for p in source.rglob("*"))
+
+
+def test_readable_opens_the_copy_to_other_users(source: Path, tmp_path: Path) -> None:
+    (source / "file.txt").chmod(0o600)
+    (source / "sub").chmod(0o700)
+    destination = tmp_path / "copy"
+    copy_tree(source, destination, "chaincode source", readable=True)
+    assert stat.S_IMODE((destination / "file.txt").stat().st_mode) & 0o644 == 0o644
+    assert stat.S_IMODE((destination / "sub").stat().st_mode) & 0o755 == 0o755
+    assert stat.S_IMODE((destination / "tool").stat().st_mode) & 0o750 == 0o750
+
+
+def test_copies_into_an_existing_directory(source: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "existing"
+    destination.mkdir()
+    copy_tree(source, destination, "build output")
+    assert (destination / "file.txt").read_text() == "top"
+
+
+def test_copies_relative_symlinks_inside_the_tree(source: Path, tmp_path: Path) -> None:
+    (source / "link-to-file").symlink_to("file.txt")
+    (source / "sub" / "up-and-over").symlink_to("../file.txt")
+    (source / "link-to-dir").symlink_to("sub/deeper")
+    (source / "sub" / "deeper" / "self").symlink_to(".")
+    (source / "sub" / "root").symlink_to("..")
+    (source / "dangling").symlink_to("not-there-yet")
+    destination = tmp_path / "copy"
+    copy_tree(source, destination, "build output")
+    for link, target in [
+        ("link-to-file", "file.txt"),
+        ("sub/up-and-over", "../file.txt"),
+        ("link-to-dir", "sub/deeper"),
+        ("sub/deeper/self", "."),
+        ("sub/root", ".."),
+        ("dangling", "not-there-yet"),
+    ]:
+        copied = destination / link
+        assert copied.is_symlink(), link
+        assert os.readlink(copied) == target
+    assert (destination / "link-to-file").read_text() == "top"
+    assert (destination / "link-to-dir" / "leaf").read_text() == "leaf"
+    # a symlinked directory is copied as a link, not walked into
+    assert not (destination / "link-to-dir").resolve().is_relative_to(source)
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("escape", "../outside"),
+        ("sub/escape", "../../outside"),
+        ("sub/sneaky", "deeper/../../../outside"),
+        ("dir-escape", ".."),
+    ],
+)
+def test_refuses_escaping_symlinks(source: Path, tmp_path: Path, link: str, target: str) -> None:
+    (tmp_path / "outside").write_text("secret")
+    (source / link).symlink_to(target)
+    message = refusal(source, tmp_path / "copy")
+    assert f"symlink {link} points outside" in message
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_refuses_absolute_symlinks(source: Path, tmp_path: Path, inside: bool) -> None:
+    target = source / "file.txt" if inside else Path("/etc/hostname")
+    (source / "sub" / "absolute").symlink_to(target)
+    message = refusal(source, tmp_path / "copy")
+    assert "symlink sub/absolute points outside" in message
+
+
+def test_refuses_a_fifo(source: Path, tmp_path: Path) -> None:
+    os.mkfifo(source / "sub" / "pipe")
+    message = refusal(source, tmp_path / "copy")
+    assert "sub/pipe is not a regular file or directory" in message
+
+
+@pytest.fixture
+def unix_socket(source: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(source / "sub")  # a short relative name keeps below the sun_path limit
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind("sock")
+        yield source / "sub" / "sock"
+    finally:
+        server.close()
+
+
+def test_refuses_a_socket(source: Path, tmp_path: Path, unix_socket: Path) -> None:
+    assert stat.S_ISSOCK(unix_socket.lstat().st_mode)
+    message = refusal(source, tmp_path / "copy")
+    assert "sub/sock is not a regular file or directory" in message
+
+
+# --- VolumeTransfer ---------------------------------------------------------------------------
+
+
+def test_volume_transfer_round_trip(source: Path, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    transfer = VolumeTransfer(volume)
+    assert transfer.stage_build("ccbuild-x", source) == "ccbuild-x"
+    staged = volume / "ccbuild-x"
+    assert (staged / INPUT / "sub" / "deeper" / "leaf").read_text() == "leaf"
+    assert stat.S_IMODE((staged / OUTPUT).stat().st_mode) == 0o777
+    (staged / OUTPUT / "chaincode").write_text("binary")
+    collected = tmp_path / "collected"
+    transfer.collect_build("ccbuild-x", collected)
+    assert (collected / "chaincode").read_text() == "binary"
+    transfer.remove("ccbuild-x")
+    assert not staged.exists()
+    transfer.remove("ccbuild-x")  # missing is fine
+
+    assert transfer.stage_run("cc-x", collected) == "cc-x"
+    assert (volume / "cc-x" / OUTPUT / "chaincode").read_text() == "binary"
+
+
+def test_volume_transfer_replaces_leftovers(source: Path, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    (volume / "cc-x" / OUTPUT).mkdir(parents=True)
+    (volume / "cc-x" / "stale").write_text("old")
+    VolumeTransfer(volume).stage_run("cc-x", source)
+    assert not (volume / "cc-x" / "stale").exists()
+    assert (volume / "cc-x" / OUTPUT / "file.txt").read_text() == "top"
+
+
+def test_volume_transfer_needs_the_volume(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(K8sccError, match="transfer volume is not mounted at"):
+        VolumeTransfer(tmp_path / "absent").stage_build("ccbuild-x", source)
+
+
+def test_volume_transfer_refuses_bad_build_output(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    transfer = VolumeTransfer(volume)
+    empty = tmp_path / "src"
+    empty.mkdir()
+    transfer.stage_build("ccbuild-x", empty)
+    (volume / "ccbuild-x" / OUTPUT / "abs").symlink_to("/etc/passwd")
+    with pytest.raises(K8sccError, match="build output: symlink abs points outside"):
+        transfer.collect_build("ccbuild-x", tmp_path / "collected")
