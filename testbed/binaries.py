@@ -22,6 +22,11 @@ from pathlib import Path
 GO_DIR = Path(__file__).resolve().parent / "go"
 KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
+# Fabric's module path has no /v2 or /v3 suffix, so its tags are reached through v1.4.0-rc1
+# pseudo-versions pinned in testbed/go/fabric-<x.y>/go.mod; the module proxy here serves only some
+# of them, which is why these are not the newest patch releases.
+FABRIC_31_VERSION = "3.1.1"
+FABRIC_25_VERSION = "2.5.0"
 
 
 def cache_root() -> Path:
@@ -69,6 +74,24 @@ ETCD = Component(
     binaries={"go.etcd.io/etcd/server/v3": "etcd"},
     ldflags="-s -w",
 )
+
+_FABRIC_CMDS = ("peer", "orderer", "configtxgen", "cryptogen", "osnadmin")
+
+
+def _fabric(minor: str, version: str) -> Component:
+    return Component(
+        name=f"fabric-{minor}",
+        version=version,
+        binaries={f"github.com/hyperledger/fabric/cmd/{cmd}": cmd for cmd in _FABRIC_CMDS},
+        # Without the Version flag `peer version` says "latest" and tests cannot tell 2.5 from 3.1.
+        ldflags=f"-s -w -X github.com/hyperledger/fabric/common/metadata.Version={version}",
+    )
+
+
+FABRIC_31 = _fabric("3.1", FABRIC_31_VERSION)
+FABRIC_25 = _fabric("2.5", FABRIC_25_VERSION)
+# Keyed by the minor version that testbed.fabric.FabricNetwork takes.
+FABRIC = {"3.1": FABRIC_31, "2.5": FABRIC_25}
 
 
 def _progress(message: str) -> None:
@@ -137,8 +160,14 @@ def ensure(component: Component) -> Path:
 
 
 def main() -> None:
-    for component in (ETCD, KUBE):
-        print(ensure(component))
+    # No arguments: the Kubernetes test bed; otherwise the components named, e.g. fabric-3.1.
+    known = {c.name: c for c in (ETCD, KUBE, *FABRIC.values())}
+    names = sys.argv[1:] or [ETCD.name, KUBE.name]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        sys.exit(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    for name in names:
+        print(ensure(known[name]))
 
 
 if __name__ == "__main__":

@@ -115,5 +115,6 @@ def main() -> None:
         print(f"testbed: API server {testbed.control_plane.server}", file=sys.stderr)
         print(f"testbed: export KUBECONFIG={kubeconfig}", file=sys.stderr)
         print("testbed: Ctrl-C stops it", file=sys.stderr)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Blocked first, so the signal is waited for rather than delivered to a handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -14,8 +14,8 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod, Secret
 
 from testbed.cluster import UNAVAILABLE_IMAGES, Testbed
-from tests.cluster.test_steps import leftovers, wait_clean
-from tests.support.builder import Builder, make_builder, package_source
+from tests.cluster.test_steps import wait_clean
+from tests.support.builder import Builder, apply_rbac, make_builder, package_source
 from tests.support.fakepeer import FakePeer
 from tests.support.pods import phase_in, shell_pod, wait_for
 
@@ -26,7 +26,9 @@ CHAINCODE_ID = f"asset_1.0:{'cd' * 32}"
 
 def error_lines(stderr: str) -> list[str]:
     """k8scc's own error lines, not the pods' output that it forwards."""
-    return [line for line in stderr.splitlines() if re.match(r"k8scc \w+( \[[^]]*\])?: error: ", line)]
+    return [
+        line for line in stderr.splitlines() if re.match(r"k8scc \w+( \[[^]]*\])?: error: ", line)
+    ]
 
 
 def write_chaincode_json(directory: Path, content: dict[str, str]) -> Path:
@@ -56,8 +58,6 @@ def test_compile_error_fails_the_build_with_the_compiler_output_in_the_log(
 def test_unavailable_build_image_fails_fast_naming_the_reason(
     testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
 ) -> None:
-    from tests.support.builder import apply_rbac
-
     apply_rbac(admin, namespace)
     image = sorted(UNAVAILABLE_IMAGES)[0]
     builder = make_builder(
@@ -121,14 +121,20 @@ def test_relaunch_after_sigkill_replaces_the_stale_pod(
 ) -> None:
     with FakePeer(tls=True) as peer:
         first = builder.start(
-            "run", golang_output, write_chaincode_json(tmp_path / "a", peer.chaincode_json(CHAINCODE_ID))
+            "run",
+            golang_output,
+            write_chaincode_json(tmp_path / "a", peer.chaincode_json(CHAINCODE_ID)),
         )
         assert peer.wait_registered(CHAINCODE_ID, 60), first.stderr
         [stale] = admin.list(Pod, namespace=namespace)
+        assert stale.metadata is not None
         first.stop(signal.SIGKILL)  # no cleanup: the pod and its Secret stay behind
-        assert [p.metadata.name for p in admin.list(Pod, namespace=namespace)] == [stale.metadata.name]  # type: ignore[union-attr]
+        remaining = [p.metadata.name for p in admin.list(Pod, namespace=namespace) if p.metadata]
+        assert remaining == [stale.metadata.name]
         second = builder.start(
-            "run", golang_output, write_chaincode_json(tmp_path / "b", peer.chaincode_json(CHAINCODE_ID))
+            "run",
+            golang_output,
+            write_chaincode_json(tmp_path / "b", peer.chaincode_json(CHAINCODE_ID)),
         )
         try:
             deadline = time.monotonic() + 60
@@ -144,21 +150,29 @@ def test_relaunch_after_sigkill_replaces_the_stale_pod(
 
 
 def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
-    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path, golang_output: Path
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+    golang_output: Path,
 ) -> None:
-    from tests.support.builder import apply_rbac
-
     apply_rbac(admin, namespace)
     admin.create(shell_pod("peer0", "while :; do sleep 1; done"), namespace=namespace)
     peer_pod = wait_for(admin, "peer0", namespace, phase_in("Running"))
-    builder = make_builder(testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0", "podName": "peer0"}})
+    builder = make_builder(
+        testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0", "podName": "peer0"}}
+    )
     with FakePeer(tls=True) as peer:
         run = builder.start(
-            "run", golang_output, write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID))
+            "run",
+            golang_output,
+            write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID)),
         )
         assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
         run.stop(signal.SIGKILL)
-        chaincode = [p for p in admin.list(Pod, namespace=namespace) if p.metadata.name != "peer0"][0]  # type: ignore[union-attr]
+        pods = {p.metadata.name: p for p in admin.list(Pod, namespace=namespace) if p.metadata}
+        [chaincode] = [pod for name, pod in pods.items() if name != "peer0"]
         assert chaincode.metadata is not None
         owners = [(o.kind, o.name, o.uid) for o in chaincode.metadata.ownerReferences or []]
         assert owners == [("Pod", "peer0", peer_pod["metadata"]["uid"])]

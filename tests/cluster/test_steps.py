@@ -12,7 +12,8 @@ import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod, Secret
 
-from tests.support.builder import Builder, package_source
+from testbed.cluster import Testbed
+from tests.support.builder import Builder, apply_rbac, make_builder, package_source
 from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster]
@@ -36,7 +37,9 @@ def wait_clean(
     return left
 
 
-def launch_and_stop(builder: Builder, output: Path, workdir: Path, platform: str, tls: bool) -> None:
+def launch_and_stop(
+    builder: Builder, output: Path, workdir: Path, platform: str, tls: bool
+) -> None:
     with FakePeer(tls=tls) as peer:
         chaincode_id = f"asset_1.0:{'ab' * 32}"
         run_meta = workdir / f"run-{tls}"
@@ -87,3 +90,33 @@ def test_build_release_and_run_with_tls_on_and_off(
         launch_and_stop(builder, output, tmp_path, platform, tls)
         print(f"{platform} launch tls={tls}: {time.monotonic() - started:.1f} s")
         assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+@pytest.mark.timeout(300)
+def test_incluster_credentials_work_without_the_service_environment(
+    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
+) -> None:
+    """The peer prunes KUBERNETES_SERVICE_HOST/PORT unless propagated: the ServiceAccount
+    directory plus the configured API address must be enough."""
+    apply_rbac(admin, namespace)
+    account = testbed.control_plane.write_incluster_dir(namespace, "k8scc", tmp_path / "sa")
+    builder = make_builder(
+        testbed,
+        namespace,
+        volume_dir,
+        tmp_path,
+        {
+            "kubeconfig": None,
+            "namespace": None,  # from the ServiceAccount directory
+            "serviceAccountDir": str(account),
+            "kubernetesServer": testbed.control_plane.server,
+        },
+    )
+    assert "KUBERNETES_SERVICE_HOST" not in builder.env
+    source, metadata = package_source("node", tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    built = builder.run("build", source, metadata, output)
+    assert built.returncode == 0, built.stderr
+    assert (output / "output" / "package.json").is_file()
+    assert wait_clean(admin, namespace, builder.transfer) == []

@@ -145,6 +145,7 @@ def make_builder(
         "timeouts": {"stuck": "5s", "start": "60s"},
     }
     config.update(extra or {})
+    config = {key: value for key, value in config.items() if value is not None}
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     directory = workdir / "builder"
