@@ -26,7 +26,7 @@ ETCD_VERSION = "3.6.16"
 # pseudo-versions pinned in testbed/go/fabric-<x.y>/go.mod; the module proxy here serves only some
 # of them, which is why these are not the newest patch releases.
 FABRIC_31_VERSION = "3.1.1"
-FABRIC_25_VERSION = "2.5.0"
+FABRIC_25_VERSION = "2.5.9"
 
 
 def cache_root() -> Path:

@@ -44,8 +44,17 @@ def _transient(error: Exception) -> bool:
 
 
 def describe(error: Exception) -> str:
+    """What Kubernetes said, in one line."""
     if isinstance(error, ApiError):
         return str(error.status.message or error.status.reason or error)
+    if isinstance(error, httpx2.HTTPStatusError):
+        # Streamed responses (watch, log) carry the Status in a body not read yet.
+        try:
+            error.response.read()
+            message = error.response.json().get("message")
+        except Exception:
+            message = None
+        return str(message or f"HTTP {error.response.status_code}")
     return f"{type(error).__name__}: {error}"
 
 
@@ -261,8 +270,12 @@ class Kube:
                     on_line(line)
                 return
             except httpx2.HTTPError as error:
-                if _status_code(error) == 404:
+                code = _status_code(error)
+                if code == 404:
                     return
+                # 400: the container is not running yet; else only transient failures retry.
+                if code != 400 and not _transient(error):
+                    raise K8sccError(f"reading the log of pod {name}: {describe(error)}") from None
                 if seen:
                     since = max(1, int(time.time() - _stamp_seconds(seen)) + 2)
                 stop.wait(0.5)

@@ -106,13 +106,15 @@ class Supervisor:
         except BaseException as error:
             self.events.put(error)
 
+    def _follow_logs(self) -> None:
+        try:
+            self.kube.follow_log(self.name, self.container, self.log.output, self.stop)
+        except BaseException as error:
+            self.events.put(error)
+
     def _start_logs(self) -> None:
         if self._log_thread is None:
-            self._log_thread = threading.Thread(
-                target=self.kube.follow_log,
-                args=(self.name, self.container, self.log.output, self.stop),
-                daemon=True,
-            )
+            self._log_thread = threading.Thread(target=self._follow_logs, daemon=True)
             self._log_thread.start()
 
     def wait(self, resource_version: str) -> Outcome:

@@ -4,6 +4,7 @@ the output back. BUILD_OUTPUT_DIR ends up holding `output/` (what the pod built)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 from pathlib import Path
@@ -49,14 +50,18 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     name = names.build_name(who.peer_id, metadata.label, secrets.token_hex(8))
     transfer = VolumeTransfer(config.transfer_mount_path)
     supervisor = Supervisor(kube, log, name, "build", config.start_timeout, config.stuck_timeout)
-    created = False
+
+    def clean_up() -> None:
+        supervisor.close()
+        kube.delete_pod(name, grace=0)
+        transfer.remove(name)
+
     try:
         subpath = transfer.stage_build(name, source)
         manifest = render.builder_pod(
             config, platform, metadata.path, metadata.label, name, who, subpath
         )
         pod = kube.create_pod(manifest)
-        created = True
         log.pod = name
         log.info(f"building {platform.name} chaincode in image {settings.build_image}")
         outcome = supervisor.wait(pod["metadata"]["resourceVersion"])
@@ -72,14 +77,14 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             label=metadata.label,
             k8scc_version=__version__,
         ).write(output)
-        log.info("build succeeded")
-        return 0
+        # Cleaning up is part of succeeding: a pod that cannot be deleted fails the build.
+        clean_up()
     except BaseException:
         _empty(output)
+        with contextlib.suppress(K8sccError):
+            clean_up()
         raise
     finally:
-        supervisor.close()
-        if created:
-            kube.delete_pod(name, grace=0)
-        transfer.remove(name)
         kube.close()
+    log.info("build succeeded")
+    return 0

@@ -1,0 +1,95 @@
+"""The Role in deploy/base/rbac.yaml is the least k8scc needs: without any one of its
+permissions a step fails with one line naming exactly that permission."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import Client
+
+from testbed.cluster import Testbed
+from tests.support.builder import apply_rbac, make_builder, package_source, rbac_rules
+from tests.support.fakepeer import FakePeer
+from tests.support.pods import phase_in, shell_pod, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+PERMISSIONS = [
+    (resource, verb)
+    for rule in rbac_rules()
+    for resource in rule["resources"]
+    for verb in rule["verbs"]
+]
+
+
+def without(resource: str, verb: str) -> list[dict[str, Any]]:
+    rules = []
+    for rule in rbac_rules():
+        verbs = [v for v in rule["verbs"] if not (resource in rule["resources"] and v == verb)]
+        if verbs:
+            rules.append({**rule, "verbs": verbs})
+    return rules
+
+
+def test_every_permission_of_the_role_is_covered() -> None:
+    assert sorted(PERMISSIONS) == sorted(
+        [
+            ("pods", "create"),
+            ("pods", "get"),
+            ("pods", "watch"),
+            ("pods", "delete"),
+            ("pods/log", "get"),
+            ("secrets", "create"),
+            ("secrets", "patch"),
+            ("secrets", "delete"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(("resource", "verb"), PERMISSIONS, ids=str)
+def test_a_step_fails_naming_the_missing_permission(
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+    golang_output: Path,
+    resource: str,
+    verb: str,
+) -> None:
+    apply_rbac(admin, namespace, rules=without(resource, verb))
+    # The peer runs in a pod here, so k8scc reads it (`get pods`) to name it as owner.
+    admin.create(shell_pod("peer0", "while :; do sleep 1; done"), namespace=namespace)
+    wait_for(admin, "peer0", namespace, phase_in("Running"))
+    builder = make_builder(
+        testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0", "podName": "peer0"}}
+    )
+    if resource == "secrets":
+        with FakePeer(tls=True) as peer:
+            chaincode_id = f"asset_1.0:{'ef' * 32}"
+            meta = tmp_path / "run"
+            meta.mkdir()
+            (meta / "chaincode.json").write_text(json.dumps(peer.chaincode_json(chaincode_id)))
+            step = builder.start("run", golang_output, meta)
+            if verb == "delete":  # only needed when the launch ends
+                assert peer.wait_registered(chaincode_id, 60), step.stderr
+                code = step.stop()
+            else:
+                code = step.process.wait(60)
+                step.stop()
+            stderr = step.stderr
+    else:
+        source, metadata = package_source("node", tmp_path)
+        output = tmp_path / "bld"
+        output.mkdir()
+        result = builder.run("build", source, metadata, output)
+        code, stderr = result.returncode, result.stderr
+        assert list(output.iterdir()) == []
+    assert code != 0
+    errors = [line for line in stderr.splitlines() if re.search(r"\]: error: ", line)]
+    assert len(errors) == 1, stderr
+    assert f'cannot {verb} resource "{resource}"' in errors[0], errors[0]
