@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +35,7 @@ from lightkube.resources.core_v1 import (
     ServiceAccount,
     ServiceAccountToken,
 )
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from testbed import binaries
 from testbed.objects import load
@@ -364,6 +366,18 @@ class ControlPlane:
             },
             namespace=namespace,
         )
+        client.close()
+
+    def create_objects(self, namespace: str, documents: Iterable[Mapping[str, Any]]) -> None:
+        """ServiceAccounts, Roles and RoleBindings from manifests, created in `namespace`."""
+        kinds: dict[str, Any] = {
+            "ServiceAccount": ServiceAccount,
+            "Role": Role,
+            "RoleBinding": RoleBinding,
+        }
+        client = self.client()
+        for document in documents:
+            client.create(load(kinds[document["kind"]], document), namespace=namespace)
         client.close()
 
     def token(self, namespace: str, account: str, seconds: int = 3600) -> str:

@@ -18,7 +18,7 @@ def builder(
 ) -> Builder:
     """k8scc installed as a builder directory, acting as the ServiceAccount bound to exactly
     the Role of deploy/base/rbac.yaml."""
-    apply_rbac(admin, namespace)
+    apply_rbac(testbed.control_plane, namespace)
     return make_builder(testbed, namespace, volume_dir, tmp_path)
 
 
@@ -33,7 +33,7 @@ def golang_output(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) ->
     volume.chmod(0o777)
     testbed.control_plane.create_local_volume(namespace, "transfer", volume)
     client = testbed.control_plane.client()
-    apply_rbac(client, namespace)
+    apply_rbac(testbed.control_plane, namespace)
     client.close()
     builder = make_builder(testbed, namespace, volume, workdir)
     source, metadata = package_source("golang", workdir)

@@ -58,7 +58,7 @@ def test_compile_error_fails_the_build_with_the_compiler_output_in_the_log(
 def test_unavailable_build_image_fails_fast_naming_the_reason(
     testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
 ) -> None:
-    apply_rbac(admin, namespace)
+    apply_rbac(testbed.control_plane, namespace)
     image = sorted(UNAVAILABLE_IMAGES)[0]
     builder = make_builder(
         testbed,
@@ -157,7 +157,7 @@ def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
     tmp_path: Path,
     golang_output: Path,
 ) -> None:
-    apply_rbac(admin, namespace)
+    apply_rbac(testbed.control_plane, namespace)
     admin.create(shell_pod("peer0", "while :; do sleep 1; done"), namespace=namespace)
     peer_pod = wait_for(admin, "peer0", namespace, phase_in("Running"))
     builder = make_builder(

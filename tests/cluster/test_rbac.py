@@ -61,7 +61,7 @@ def test_a_step_fails_naming_the_missing_permission(
     resource: str,
     verb: str,
 ) -> None:
-    apply_rbac(admin, namespace, rules=without(resource, verb))
+    apply_rbac(testbed.control_plane, namespace, rules=without(resource, verb))
     # The peer runs in a pod here, so k8scc reads it (`get pods`) to name it as owner.
     admin.create(shell_pod("peer0", "while :; do sleep 1; done"), namespace=namespace)
     wait_for(admin, "peer0", namespace, phase_in("Running"))

@@ -98,7 +98,7 @@ def test_incluster_credentials_work_without_the_service_environment(
 ) -> None:
     """The peer prunes KUBERNETES_SERVICE_HOST/PORT unless propagated: the ServiceAccount
     directory plus the configured API address must be enough."""
-    apply_rbac(admin, namespace)
+    apply_rbac(testbed.control_plane, namespace)
     account = testbed.control_plane.write_incluster_dir(namespace, "k8scc", tmp_path / "sa")
     builder = make_builder(
         testbed,

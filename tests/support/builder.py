@@ -9,45 +9,31 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from lightkube import Client
-from lightkube.resources.core_v1 import ServiceAccount
-from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
-
 from testbed.cluster import Testbed
-from testbed.objects import load
+from testbed.controlplane import ControlPlane
+from testbed.k8scc_setup import install_builder, rbac_documents
 
 REPO = Path(__file__).resolve().parents[2]
-RBAC = REPO / "deploy" / "base" / "rbac.yaml"
 SAMPLES = REPO / "samples" / "chaincode"
 SAMPLE_PATHS = {"golang": "k8scc.test/samples/chaincode/go", "node": "", "java": ""}
 SAMPLE_DIRS = {"golang": "go", "node": "node", "java": "java"}
 
 
-def apply_rbac(client: Client, namespace: str, rules: list[dict[str, Any]] | None = None) -> None:
+def apply_rbac(
+    control_plane: ControlPlane, namespace: str, rules: list[dict[str, Any]] | None = None
+) -> None:
     """The manifest's ServiceAccount, Role and RoleBinding; `rules` replaces the Role's rules."""
-    for document in yaml.safe_load_all(RBAC.read_text()):
-        kind = document["kind"]
-        if kind == "ServiceAccount":
-            client.create(load(ServiceAccount, document), namespace=namespace)
-        elif kind == "Role":
-            role = {**document, "rules": document["rules"] if rules is None else rules}
-            client.create(load(Role, role), namespace=namespace)
-        else:
-            client.create(load(RoleBinding, document), namespace=namespace)
+    control_plane.create_objects(namespace, rbac_documents(rules))
 
 
 def rbac_rules() -> list[dict[str, Any]]:
-    for document in yaml.safe_load_all(RBAC.read_text()):
-        if document["kind"] == "Role":
-            return list(document["rules"])
-    raise AssertionError("no Role in the RBAC manifest")
+    [role] = [d for d in rbac_documents() if d["kind"] == "Role"]
+    return list(role["rules"])
 
 
 def peer_env() -> dict[str, str]:
@@ -146,22 +132,7 @@ def make_builder(
     }
     config.update(extra or {})
     config = {key: value for key, value in config.items() if value is not None}
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    directory = workdir / "builder"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "k8scc",
-            "install-builder",
-            str(directory),
-            "--config",
-            str(config_file),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    directory = install_builder(workdir / "builder", config)
     return Builder(directory, transfer)
 
 

@@ -1,0 +1,68 @@
+"""k8scc set up against the test bed exactly as an operator would: the ServiceAccount and Role
+of deploy/base/rbac.yaml, an in-cluster credentials directory, a builder directory written by
+`k8scc install-builder` with its k8scc.yaml beside bin/, and a Fabric peer whose core.yaml
+lists that directory as an external builder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.cluster import Testbed
+from testbed.fabric import PEER_ID, FabricNetwork
+
+REPO = Path(__file__).resolve().parent.parent
+RBAC = REPO / "deploy" / "base" / "rbac.yaml"
+ACCOUNT = "k8scc"
+
+
+def rbac_documents(rules: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The manifest's objects; `rules`, when given, replaces the Role's rules."""
+    documents = list(yaml.safe_load_all(RBAC.read_text()))
+    if rules is not None:
+        documents = [{**d, "rules": rules} if d["kind"] == "Role" else d for d in documents]
+    return documents
+
+
+def install_builder(directory: Path, config: dict[str, Any]) -> Path:
+    config_file = directory.parent / f"{directory.name}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    subprocess.run(
+        [sys.executable, "-m", "k8scc", "install-builder", str(directory), "--config", config_file],
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+def k8scc_network(
+    testbed: Testbed,
+    namespace: str,
+    transfer_dir: Path,
+    workdir: Path,
+    version: str = "3.1",
+    peer_tls: bool = True,
+) -> FabricNetwork:
+    """A Fabric network (not started yet) whose peer builds and runs chaincode through k8scc in
+    `namespace`, where the PVC `transfer` is bound to `transfer_dir`."""
+    control_plane = testbed.control_plane
+    control_plane.create_objects(namespace, rbac_documents())
+    account = control_plane.write_incluster_dir(namespace, ACCOUNT, workdir / "serviceaccount")
+    builder = install_builder(
+        workdir / "k8scc",
+        {
+            "fabricVersion": version,
+            "serviceAccountDir": str(account),
+            "kubernetesServer": control_plane.server,
+            "transfer": {"claimName": "transfer", "mountPath": str(transfer_dir)},
+            "timeouts": {"stuck": "10s", "start": "120s"},
+        },
+    )
+    builders = [{"name": "k8scc", "path": str(builder), "propagateEnvironment": ["CORE_PEER_ID"]}]
+    return FabricNetwork(
+        workdir / "fabric", version, builders, peer_tls=peer_tls, peer_env={"CORE_PEER_ID": PEER_ID}
+    )

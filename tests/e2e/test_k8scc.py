@@ -1,0 +1,200 @@
+"""k8scc with a real Fabric peer and orderer: the peer installs, builds, launches and invokes
+chaincode through k8scc configured exactly as a user would (a builder directory written by
+`k8scc install-builder`, its k8scc.yaml beside bin/, the core.yaml externalBuilders entry),
+reaching the test bed in-cluster style as the ServiceAccount bound to deploy/base/rbac.yaml."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import Client
+from lightkube.resources.core_v1 import Pod, Secret
+
+from testbed.cluster import Testbed
+from testbed.fabric import FabricNetwork
+from testbed.k8scc_setup import k8scc_network
+from tests.support.builder import SAMPLES
+
+pytestmark = pytest.mark.e2e
+
+LANGUAGES = {"golang": "go", "node": "node", "java": "java"}
+ASSET = ["CreateAsset", "asset1", "blue", "5", "tom", "300"]
+
+
+@dataclass
+class PodRecorder:
+    """Every pod created in the namespace while the test runs, as first seen."""
+
+    client: Client
+    namespace: str
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        # The test bed outlives every test, but not the session: errors end the recording.
+        with contextlib.suppress(Exception):
+            for kind, pod in self.client.watch(Pod, namespace=self.namespace, server_timeout=5):
+                name = pod.metadata.name if pod.metadata else ""
+                if kind == "ADDED" and name:
+                    self.seen.setdefault(name, pod.to_dict())
+                if self.stop.is_set():
+                    return
+
+    def named(self, prefix: str) -> list[dict[str, Any]]:
+        return [pod for name, pod in self.seen.items() if name.startswith(prefix)]
+
+
+@dataclass
+class Deployment:
+    network: FabricNetwork
+    client: Client
+    namespace: str
+    recorder: PodRecorder
+
+    def pods(self) -> list[str]:
+        listed = self.client.list(Pod, namespace=self.namespace)
+        return [str(p.metadata.name) for p in listed if p.metadata]
+
+    def secrets(self) -> list[str]:
+        listed = self.client.list(Secret, namespace=self.namespace)
+        return [str(s.metadata.name) for s in listed if s.metadata]
+
+    def wait(self, condition: Any, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.5)
+        return bool(condition())
+
+
+@pytest.fixture
+def deployment(
+    request: pytest.FixtureRequest,
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+) -> Iterator[Deployment]:
+    version, tls = request.param
+    network = k8scc_network(testbed, namespace, volume_dir, tmp_path, version, tls)
+    recorder = PodRecorder(testbed.control_plane.client(), namespace)
+    threading.Thread(target=recorder.run, daemon=True).start()
+    network.start()
+    try:
+        yield Deployment(network, admin, namespace, recorder)
+    finally:
+        network.stop()
+        recorder.stop.set()
+
+
+def assert_restricted(pod: dict[str, Any]) -> None:
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] > 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def deploy_sample(deployment: Deployment, platform: str, label: str, sequence: int) -> str:
+    network = deployment.network
+    package = network.package(SAMPLES / LANGUAGES[platform], platform, label)
+    started = time.monotonic()
+    package_id = network.deploy(package, "basic", sequence=sequence, version=str(sequence))
+    print(
+        f"{platform} {network.version}: install+approve+commit {time.monotonic() - started:.1f} s"
+    )
+    return package_id
+
+
+def invoke_and_query(deployment: Deployment, asset_id: str) -> dict[str, Any]:
+    network = deployment.network
+    started = time.monotonic()
+    network.invoke("basic", [ASSET[0], asset_id, *ASSET[2:]])
+    print(f"first invoke {time.monotonic() - started:.1f} s")
+    return dict(json.loads(network.query("basic", ["ReadAsset", asset_id])))
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize(
+    ("deployment", "platform"),
+    [((version, True), platform) for version in ("3.1", "2.5") for platform in LANGUAGES],
+    indirect=["deployment"],
+    ids=[f"fabric{v}-{p}" for v in ("3.1", "2.5") for p in LANGUAGES],
+)
+def test_install_invoke_and_query_through_k8scc(deployment: Deployment, platform: str) -> None:
+    package_id = deploy_sample(deployment, platform, f"basic_{platform}_1", 1)
+    asset = invoke_and_query(deployment, "asset1")
+    assert (asset["ID"], asset["owner"], asset["appraisedValue"]) == ("asset1", "tom", 300)
+
+    builders = deployment.recorder.named("ccbuild-")
+    assert len(builders) == 1
+    assert_restricted(builders[0])
+    chaincode_pods = deployment.recorder.named("cc-")
+    assert len(chaincode_pods) == 1
+    assert_restricted(chaincode_pods[0])
+    env = {e["name"]: e.get("value") for e in chaincode_pods[0]["spec"]["containers"][0]["env"]}
+    assert env["CORE_CHAINCODE_ID_NAME"] == package_id
+    assert env["CORE_PEER_TLS_ENABLED"] == "true"
+    assert package_id not in json.dumps(builders[0])  # the package id is unknown while building
+
+    # The chaincode's own output reached the peer's log through `run`.
+    language = "go" if platform == "golang" else platform
+    assert f"asset-transfer: starting {language} chaincode" in deployment.network.peer_log()
+    # release handed the CouchDB index to the peer, which persisted it.
+    builds = deployment.network.workdir / "peer" / "data" / "externalbuilder" / "builds"
+    indexes = list(builds.glob("*/release/statedb/couchdb/indexes/indexOwner.json"))
+    assert len(indexes) == 1
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("deployment", [("3.1", True)], indirect=True, ids=["fabric3.1"])
+def test_upgrade_relaunch_and_peer_stop(deployment: Deployment) -> None:
+    first = deploy_sample(deployment, "golang", "basic_1", 1)
+    invoke_and_query(deployment, "asset1")
+    [old_pod] = deployment.pods()
+    assert deployment.secrets() == [old_pod]
+
+    # Sequence 2 with a new package: the peer stops the old chaincode and launches the new.
+    second = deploy_sample(deployment, "golang", "basic_2", 2)
+    assert second != first
+    invoke_and_query(deployment, "asset2")
+    assert deployment.wait(lambda: old_pod not in deployment.pods() + deployment.secrets())
+    [new_pod] = deployment.pods()
+    assert new_pod != old_pod
+
+    # Deleting the chaincode pod by hand makes `run` exit; the next invoke relaunches it.
+    deployment.client.delete(Pod, new_pod, namespace=deployment.namespace)
+    assert deployment.wait(lambda: new_pod not in deployment.pods())
+    invoke_and_query(deployment, "asset3")
+    assert deployment.pods() == [new_pod]
+
+    # Stopping the peer stops its launchers, which remove their pods and Secrets.
+    deployment.network.stop()
+    assert deployment.wait(lambda: not deployment.pods() and not deployment.secrets(), 30)
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("deployment", [("3.1", False)], indirect=True, ids=["fabric3.1-notls"])
+def test_peer_with_tls_off(deployment: Deployment) -> None:
+    deploy_sample(deployment, "node", "basic_notls_1", 1)
+    asset = invoke_and_query(deployment, "asset1")
+    assert asset["color"] == "blue"
+    [pod] = deployment.recorder.named("cc-")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["CORE_PEER_TLS_ENABLED"] == "false"
+    assert "CORE_TLS_CLIENT_KEY_FILE" not in env
+    assert deployment.secrets() == []
