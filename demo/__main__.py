@@ -48,9 +48,8 @@ def report(network: FabricNetwork, timings: dict[str, float], results: dict[str,
     for name in pods_of(log, "cc"):
         say(f"  chaincode pod {name}  (runs the chaincode, registered with the peer)")
     say()
-    say(
-        f"  invoke CreateAsset -> committed{' with ' + results['invoke'] if results['invoke'] else ''}"
-    )
+    payload = f" with {results['invoke']}" if results["invoke"] else ""
+    say(f"  invoke CreateAsset -> committed{payload}")
     say(f"  query  ReadAsset   -> {results['query']}")
     say()
     say("  chaincode output as the peer logged it (from `run`):")
