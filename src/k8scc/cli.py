@@ -1,5 +1,6 @@
-"""The `k8scc` command: the four builder steps, and `install-builder` to lay out a builder
-directory the peer's core.yaml can point at."""
+"""The `k8scc` command: the four builder steps, `install-builder` to lay out a builder
+directory the peer's core.yaml can point at, and `render` to show the exact objects a step
+would create without creating anything."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from k8scc import steps
+import yaml
+
+from k8scc import buildinfo, config, names, render, steps
+from k8scc.errors import K8sccError
+from k8scc.metadata import read_chaincode_json, read_metadata
+from k8scc.platforms import lookup
+from k8scc.render import Identity
 
 STEPS = ("detect", "build", "release", "run")
 _BIN_SCRIPT = """#!{python}
@@ -31,6 +38,35 @@ def install_builder(directory: Path, config: Path | None, python: str) -> None:
         shutil.copyfile(config, directory / "k8scc.yaml")
 
 
+def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: Path) -> str:
+    """The builder pod (`build`: source dir, metadata dir) or the chaincode pod and its Secret,
+    data redacted (`run`: build output dir, run metadata dir), as YAML."""
+    settings = config.load(config_file)
+    peer = Identity(peer_id=settings.peer_id or "peer")
+    if step == "build":
+        metadata = read_metadata(metadata_or_run)
+        platform = lookup(metadata.type)
+        if platform is None or platform.name not in settings.platforms:
+            raise K8sccError(f"type {metadata.type!r} is not one k8scc builds here")
+        name = names.build_name(peer.peer_id, metadata.label, "render")
+        objects = [
+            render.builder_pod(settings, platform, metadata.path, metadata.label, name, peer, name)
+        ]
+    else:
+        chaincode = read_chaincode_json(metadata_or_run)
+        info = buildinfo.read(directory)
+        platform = lookup(info.platform)
+        if platform is None or platform.name not in settings.platforms:
+            raise K8sccError(f"platform {info.platform!r} is not configured here")
+        name = names.chaincode_name(peer.peer_id, chaincode.chaincode_id)
+        objects = [
+            render.chaincode_pod(settings, platform, info.run_image, chaincode, name, peer, name)
+        ]
+        if chaincode.tls:
+            objects.append(render.redacted(render.tls_secret(chaincode, name, peer, settings)))
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in STEPS:
@@ -47,7 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     install.add_argument(
         "--python", default=sys.executable, help="interpreter for bin/* (default: this one)"
     )
+    show = commands.add_parser("render", help="print what a step would create, creating nothing")
+    show.add_argument("step", choices=("build", "run"))
+    show.add_argument("--config", type=Path, required=True, help="the k8scc.yaml to use")
+    show.add_argument("directory", type=Path, help="build: source dir; run: build output dir")
+    show.add_argument("metadata", type=Path, help="build: metadata dir; run: run metadata dir")
     parsed = parser.parse_args(args)
     if parsed.command == "install-builder":
         install_builder(parsed.directory, parsed.config, parsed.python)
         print(parsed.directory / "bin")
+    elif parsed.command == "render":
+        try:
+            print(
+                render_step(parsed.step, parsed.config, parsed.directory, parsed.metadata), end=""
+            )
+        except K8sccError as error:
+            sys.exit(f"k8scc render: error: {error}")
