@@ -173,12 +173,19 @@ class Kube:
         )
         return None if pod is None else dict(pod.to_dict())
 
-    def delete_pod(self, name: str, grace: int | None = None) -> None:
+    def delete_pod(self, name: str, grace: int | None = None, uid: str | None = None) -> bool:
+        """Deletes the pod; given `uid`, only that incarnation of the name, so a `run` that
+        ends never removes the pod of the launch that replaced it. True if it deleted."""
+        if uid is not None:
+            current = self.get_pod(name)
+            if current is None or current["metadata"]["uid"] != uid:
+                return False
         self._call(
             f"cannot delete pod {name}",
             lambda: self.client.delete(Pod, name, namespace=self.namespace, grace_period=grace),
             tolerate=(404,),
         )
+        return True
 
     def delete_secret(self, name: str) -> None:
         self._call(

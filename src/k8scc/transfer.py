@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -28,10 +30,14 @@ class Transfer(Protocol):
         """Copies what the builder wrote into `destination`."""
 
     def stage_run(self, name: str, build_output: Path) -> str:
-        """Makes a build's output available to a chaincode pod; returns the subPath prefix."""
+        """Makes a build's output available to a chaincode pod; returns the subPath prefix,
+        unique to this launch."""
+
+    def sweep(self, name: str, keep: str) -> None:
+        """Removes what earlier launches of `name` staged and left behind, except `keep`."""
 
     def remove(self, name: str) -> None:
-        """Removes everything staged under `name`; missing is fine."""
+        """Removes everything staged under `name` (a build name or a subPath prefix)."""
 
 
 def copy_tree(source: Path, destination: Path, what: str, readable: bool = False) -> None:
@@ -122,12 +128,21 @@ class VolumeTransfer:
             raise _space_error(error, destination) from None
 
     def stage_run(self, name: str, build_output: Path) -> str:
-        directory = self._fresh(name)
+        # A launch may overlap the end of an earlier one of the same name: never share a dir.
+        launch = f"{name}-{secrets.token_hex(4)}"
+        directory = self._fresh(launch)
         try:
             copy_tree(build_output, directory / OUTPUT, "build output", readable=True)
         except OSError as error:
             raise _space_error(error, directory) from None
-        return name
+        return launch
+
+    def sweep(self, name: str, keep: str) -> None:
+        # Exactly `<name>-<8 hex>`: another chaincode's name may start with this one's.
+        launch = re.compile(rf"{re.escape(name)}-[0-9a-f]{{8}}")
+        for directory in self.mount_path.iterdir():
+            if launch.fullmatch(directory.name) and directory.name != keep:
+                self.remove(directory.name)
 
     def remove(self, name: str) -> None:
         directory = self._dir(name)

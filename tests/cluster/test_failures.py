@@ -182,3 +182,37 @@ def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
         # The peer pod goes: the garbage collector removes the chaincode pod, then the Secret.
         admin.delete(Pod, "peer0", namespace=namespace, grace_period=0)
         assert wait_clean(admin, namespace, None, timeout=60) == []
+
+
+def test_a_newer_launch_replaces_a_live_one_which_leaves_it_alone(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path, golang_output: Path
+) -> None:
+    """The peer starts a new `run` while an older one still runs (e.g. after its startup
+    timeout): the new one takes the name over, and the old one's cleanup must not touch it."""
+    with FakePeer(tls=True) as peer:
+        old = builder.start(
+            "run",
+            golang_output,
+            write_chaincode_json(tmp_path / "a", peer.chaincode_json(CHAINCODE_ID)),
+        )
+        assert peer.wait_registered(CHAINCODE_ID, 60), old.stderr
+        new = builder.start(
+            "run",
+            golang_output,
+            write_chaincode_json(tmp_path / "b", peer.chaincode_json(CHAINCODE_ID)),
+        )
+        try:
+            assert old.process.wait(60) == 1  # its pod was replaced under it
+            deadline = time.monotonic() + 60
+            while len(peer.registrations()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(peer.registrations()) == 2, new.stderr
+            time.sleep(2)  # give a wrong cleanup by the old run time to do damage
+            [pod] = admin.list(Pod, namespace=namespace)
+            assert pod.status is not None and pod.status.phase == "Running"
+            assert len(list(admin.list(Secret, namespace=namespace))) == 1
+            assert new.process.poll() is None
+        finally:
+            old.stop()
+            new.stop()
+    assert wait_clean(admin, namespace, builder.transfer) == []

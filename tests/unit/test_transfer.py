@@ -161,17 +161,27 @@ def test_volume_transfer_round_trip(source: Path, tmp_path: Path) -> None:
     assert not staged.exists()
     transfer.remove("ccbuild-x")  # missing is fine
 
-    assert transfer.stage_run("cc-x", collected) == "cc-x"
-    assert (volume / "cc-x" / OUTPUT / "chaincode").read_text() == "binary"
+    launch = transfer.stage_run("cc-x", collected)
+    assert launch.startswith("cc-x-")
+    assert (volume / launch / OUTPUT / "chaincode").read_text() == "binary"
 
 
-def test_volume_transfer_replaces_leftovers(source: Path, tmp_path: Path) -> None:
+def test_each_launch_stages_its_own_directory_and_sweeps_leftovers(
+    source: Path, tmp_path: Path
+) -> None:
     volume = tmp_path / "volume"
-    (volume / "cc-x" / OUTPUT).mkdir(parents=True)
-    (volume / "cc-x" / "stale").write_text("old")
-    VolumeTransfer(volume).stage_run("cc-x", source)
-    assert not (volume / "cc-x" / "stale").exists()
-    assert (volume / "cc-x" / OUTPUT / "file.txt").read_text() == "top"
+    (volume / "cc-x-dead0001" / OUTPUT).mkdir(parents=True)
+    (volume / "cc-xy-other").mkdir()
+    (volume / "cc-x-0123456789-abcdef01").mkdir()  # a launch of another chaincode
+    transfer = VolumeTransfer(volume)
+    first = transfer.stage_run("cc-x", source)
+    second = transfer.stage_run("cc-x", source)
+    assert first != second
+    assert (volume / second / OUTPUT / "file.txt").read_text() == "top"
+    transfer.sweep("cc-x", keep=second)
+    assert sorted(p.name for p in volume.iterdir()) == sorted(
+        [second, "cc-xy-other", "cc-x-0123456789-abcdef01"]
+    )
 
 
 def test_volume_transfer_needs_the_volume(source: Path, tmp_path: Path) -> None:

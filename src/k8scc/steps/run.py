@@ -39,15 +39,22 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     supervisor = Supervisor(
         kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
     )
+    subpath: str | None = None
+    pod_uid: str | None = None
+    secret_created = False
     try:
         subpath = transfer.stage_run(name, build_output / OUTPUT)
         if chaincode.tls:
             secret = render.tls_secret(chaincode, name, who, config)
             kube.replace_secret(secret)
+            secret_created = True
         manifest = render.chaincode_pod(
             config, platform, info.run_image, chaincode, name, who, subpath
         )
         pod = kube.replace_pod(manifest, wait_seconds=REPLACE_SECONDS)
+        pod_uid = pod["metadata"]["uid"]
+        # Directories of earlier launches killed before cleaning up; their pods are gone now.
+        transfer.sweep(name, keep=subpath)
         if chaincode.tls:
             # The Secret goes with the pod if `run` cannot delete it itself.
             pod_ref = {
@@ -67,8 +74,10 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     finally:
         supervisor.close()
         kube.retry_seconds = 2.0
-        kube.delete_pod(name, grace=config.termination_grace)
-        if chaincode.tls:
+        # Only what this launch created: a newer launch may own the name by now.
+        ours = pod_uid is None or kube.delete_pod(name, grace=config.termination_grace, uid=pod_uid)
+        if secret_created and ours:
             kube.delete_secret(name)
-        transfer.remove(name)
+        if subpath is not None:
+            transfer.remove(subpath)
         kube.close()
