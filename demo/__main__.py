@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -140,6 +141,7 @@ def main() -> None:
         if network is not None:
             network.stop()
         testbed.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

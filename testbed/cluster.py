@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,7 +111,9 @@ class Testbed:
 
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="k8scc-testbed-"))
-    with Testbed(workdir) as testbed:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        testbed = cleanup.enter_context(Testbed(workdir))
         kubeconfig = testbed.control_plane.admin_kubeconfig
         print(f"testbed: API server {testbed.control_plane.server}", file=sys.stderr)
         print(f"testbed: export KUBECONFIG={kubeconfig}", file=sys.stderr)

@@ -86,6 +86,7 @@ class ControlPlane:
     workdir: Path
     with_controller_manager: bool = True
     api_port: int = 0
+    _etcd_url: str = ""
     _processes: list[_Process] = field(default_factory=list)
 
     @property
@@ -106,8 +107,8 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_pki()
         try:
-            etcd_url = self._start_etcd(etcd_dir / "etcd", timeout)
-            self._start_apiserver(kube_dir / "kube-apiserver", etcd_url, timeout)
+            self._etcd_url = self._start_etcd(etcd_dir / "etcd", timeout)
+            self._start_apiserver(kube_dir / "kube-apiserver", self._etcd_url, timeout)
             if self.with_controller_manager:
                 self._start_controller_manager(kube_dir / "kube-controller-manager", timeout)
         except BaseException:
@@ -268,18 +269,31 @@ class ControlPlane:
         insecure.verify_mode = ssl.CERT_NONE
         self._wait_http(process, f"https://127.0.0.1:{port}/healthz", insecure, timeout)
 
+    @staticmethod
+    def _end(process: _Process, timeout: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGTERM)
+        try:
+            process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
+        process.log.close()
+
+    def restart_apiserver(self, down_seconds: float = 2.0, timeout: float = 60.0) -> None:
+        """Stops kube-apiserver, leaves it down a while, and starts it on the same port."""
+        [apiserver] = [p for p in self._processes if p.name == "kube-apiserver"]
+        self._end(apiserver, timeout=10.0)
+        self._processes.remove(apiserver)
+        time.sleep(down_seconds)
+        binary = binaries.ensure(binaries.KUBE) / "kube-apiserver"
+        self._start_apiserver(binary, self._etcd_url, timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Ends only the processes this control plane started, newest first."""
         for process in reversed(self._processes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.popen.pid, signal.SIGTERM)
-            try:
-                process.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.popen.pid, signal.SIGKILL)
-                process.popen.wait()
-            process.log.close()
+            self._end(process, timeout)
         self._processes.clear()
 
     # -- helpers for tests ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from k8scc.render import Owner
 
 T = TypeVar("T")
 RETRY_SECONDS = 30.0
+AUTHZ_WARMUP_SECONDS = 15.0
 WATCH_SECONDS = 60
 
 
@@ -36,7 +37,7 @@ def _status_code(error: Exception) -> int | None:
     return None
 
 
-def _transient(error: Exception) -> bool:
+def _unavailable(error: Exception) -> bool:
     code = _status_code(error)
     if code is not None:
         return code in (429, 500, 502, 503, 504)
@@ -66,6 +67,7 @@ class Kube:
         self.namespace = self._namespace(config, kubeconfig)
         # Lowered while cleaning up after SIGTERM: the peer kills us 5 s later.
         self.retry_seconds = RETRY_SECONDS
+        self._outage_seen = -AUTHZ_WARMUP_SECONDS
 
     @staticmethod
     def _kubeconfig(config: Config) -> KubeConfig:
@@ -107,6 +109,15 @@ class Kube:
     def close(self) -> None:
         self.client.close()
 
+    def _transient(self, error: Exception) -> bool:
+        """Worth retrying: the API server is unavailable, or came back so recently that its
+        authorization caches may not know our Role yet (it answers 401/403 meanwhile)."""
+        if _unavailable(error):
+            self._outage_seen = time.monotonic()
+            return True
+        warming = time.monotonic() - self._outage_seen < AUTHZ_WARMUP_SECONDS
+        return warming and _status_code(error) in (401, 403)
+
     def _call(self, what: str, action: Callable[[], T], tolerate: tuple[int, ...] = ()) -> T | None:
         """`action()`, retried while the failure is transient; None for a tolerated status."""
         deadline = time.monotonic() + self.retry_seconds
@@ -117,7 +128,7 @@ class Kube:
             except httpx2.HTTPError as error:
                 if _status_code(error) in tolerate:
                     return None
-                if not _transient(error) or time.monotonic() + delay > deadline:
+                if not self._transient(error) or time.monotonic() + delay > deadline:
                     raise K8sccError(f"{what}: {describe(error)}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 3.0)
@@ -244,7 +255,7 @@ class Kube:
             except httpx2.HTTPError as error:
                 if _status_code(error) == 410:
                     version = None
-                elif not _transient(error):
+                elif not self._transient(error):
                     raise K8sccError(f"watching pod {name}: {describe(error)}") from None
                 stop.wait(delay)
                 delay = min(delay * 2, 3.0)
@@ -281,7 +292,7 @@ class Kube:
                 if code == 404:
                     return
                 # 400: the container is not running yet; else only transient failures retry.
-                if code != 400 and not _transient(error):
+                if code != 400 and not self._transient(error):
                     raise K8sccError(f"reading the log of pod {name}: {describe(error)}") from None
                 if seen:
                     since = max(1, int(time.time() - _stamp_seconds(seen)) + 2)

@@ -216,3 +216,34 @@ def test_a_newer_launch_replaces_a_live_one_which_leaves_it_alone(
             old.stop()
             new.stop()
     assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_launch_survives_an_api_server_restart(
+    testbed: Testbed,
+    builder: Builder,
+    admin: Client,
+    namespace: str,
+    tmp_path: Path,
+    golang_output: Path,
+) -> None:
+    """While the API server is down `run` keeps waiting; afterwards its watch resumes, so a
+    deletion it did not see happen is still noticed, and cleanup completes."""
+    with FakePeer(tls=True) as peer:
+        run = builder.start(
+            "run",
+            golang_output,
+            write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID)),
+        )
+        try:
+            assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
+            testbed.control_plane.restart_apiserver(down_seconds=3)
+            assert run.process.poll() is None, run.stderr
+            [pod] = [p for p in admin.list(Pod, namespace=namespace) if p.metadata]
+            assert pod.metadata is not None and pod.metadata.name
+            admin.delete(Pod, pod.metadata.name, namespace=namespace)
+            assert run.process.wait(60) == 1
+        finally:
+            run.stop()
+    [error] = error_lines(run.stderr)
+    assert "was deleted" in error
+    assert wait_clean(admin, namespace, builder.transfer) == []
