@@ -15,7 +15,13 @@ from lightkube.resources.core_v1 import Pod, Secret
 
 from testbed.cluster import UNAVAILABLE_IMAGES, Testbed
 from tests.cluster.test_steps import wait_clean
-from tests.support.builder import Builder, apply_rbac, make_builder, package_source
+from tests.support.builder import (
+    Builder,
+    RunningStep,
+    apply_rbac,
+    make_builder,
+    package_source,
+)
 from tests.support.fakepeer import FakePeer
 from tests.support.pods import phase_in, shell_pod, wait_for
 
@@ -35,6 +41,12 @@ def write_chaincode_json(directory: Path, content: dict[str, str]) -> Path:
     directory.mkdir(exist_ok=True)
     (directory / "chaincode.json").write_text(json.dumps(content))
     return directory
+
+
+def launch(builder: Builder, output: Path, directory: Path, peer: FakePeer) -> RunningStep:
+    """`run` as the peer starts it, with a fresh chaincode.json from the fake peer."""
+    meta = write_chaincode_json(directory, peer.chaincode_json(CHAINCODE_ID))
+    return builder.start("run", output, meta)
 
 
 def test_compile_error_fails_the_build_with_the_compiler_output_in_the_log(
@@ -120,22 +132,14 @@ def test_relaunch_after_sigkill_replaces_the_stale_pod(
     builder: Builder, admin: Client, namespace: str, tmp_path: Path, golang_output: Path
 ) -> None:
     with FakePeer(tls=True) as peer:
-        first = builder.start(
-            "run",
-            golang_output,
-            write_chaincode_json(tmp_path / "a", peer.chaincode_json(CHAINCODE_ID)),
-        )
+        first = launch(builder, golang_output, tmp_path / "a", peer)
         assert peer.wait_registered(CHAINCODE_ID, 60), first.stderr
         [stale] = admin.list(Pod, namespace=namespace)
         assert stale.metadata is not None
         first.stop(signal.SIGKILL)  # no cleanup: the pod and its Secret stay behind
         remaining = [p.metadata.name for p in admin.list(Pod, namespace=namespace) if p.metadata]
         assert remaining == [stale.metadata.name]
-        second = builder.start(
-            "run",
-            golang_output,
-            write_chaincode_json(tmp_path / "b", peer.chaincode_json(CHAINCODE_ID)),
-        )
+        second = launch(builder, golang_output, tmp_path / "b", peer)
         try:
             deadline = time.monotonic() + 60
             while len(peer.registrations()) < 2 and time.monotonic() < deadline:
@@ -164,11 +168,7 @@ def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
         testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0", "podName": "peer0"}}
     )
     with FakePeer(tls=True) as peer:
-        run = builder.start(
-            "run",
-            golang_output,
-            write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID)),
-        )
+        run = launch(builder, golang_output, tmp_path / "run", peer)
         assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
         run.stop(signal.SIGKILL)
         pods = {p.metadata.name: p for p in admin.list(Pod, namespace=namespace) if p.metadata}
@@ -190,17 +190,9 @@ def test_a_newer_launch_replaces_a_live_one_which_leaves_it_alone(
     """The peer starts a new `run` while an older one still runs (e.g. after its startup
     timeout): the new one takes the name over, and the old one's cleanup must not touch it."""
     with FakePeer(tls=True) as peer:
-        old = builder.start(
-            "run",
-            golang_output,
-            write_chaincode_json(tmp_path / "a", peer.chaincode_json(CHAINCODE_ID)),
-        )
+        old = launch(builder, golang_output, tmp_path / "a", peer)
         assert peer.wait_registered(CHAINCODE_ID, 60), old.stderr
-        new = builder.start(
-            "run",
-            golang_output,
-            write_chaincode_json(tmp_path / "b", peer.chaincode_json(CHAINCODE_ID)),
-        )
+        new = launch(builder, golang_output, tmp_path / "b", peer)
         try:
             assert old.process.wait(60) == 1  # its pod was replaced under it
             deadline = time.monotonic() + 60
@@ -229,11 +221,7 @@ def test_launch_survives_an_api_server_restart(
     """While the API server is down `run` keeps waiting; afterwards its watch resumes, so a
     deletion it did not see happen is still noticed, and cleanup completes."""
     with FakePeer(tls=True) as peer:
-        run = builder.start(
-            "run",
-            golang_output,
-            write_chaincode_json(tmp_path / "run", peer.chaincode_json(CHAINCODE_ID)),
-        )
+        run = launch(builder, golang_output, tmp_path / "run", peer)
         try:
             assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
             testbed.control_plane.restart_apiserver(down_seconds=3)
