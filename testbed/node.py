@@ -538,6 +538,8 @@ class PodWorker:
             self._complete_deletion()
 
     def _run(self) -> None:
+        # Logs of an earlier pod of the same name (its object is gone by now) are not ours.
+        self.agent.logs.forget_pod(self.namespace, self.name)
         self.start_time = podspec.now()
         self.started_monotonic = time.monotonic()
         self._set_waiting(
@@ -610,11 +612,33 @@ class PodWorker:
         """Keeps logs until the pod object goes; completes a graceful deletion once stopped."""
         self.deleting.wait()
         if not self.gone.is_set():
-            with contextlib.suppress(ApiError, httpx2.HTTPError):
-                self.agent.client.delete(Pod, self.name, namespace=self.namespace, grace_period=0)
+            self._delete_this_incarnation()
         self.gone.wait(30)
-        self.agent.logs.forget_pod(self.namespace, self.name)
+        successors = [
+            w
+            for w in list(self.agent.workers.values())
+            if w is not self and (w.namespace, w.name) == (self.namespace, self.name)
+        ]
+        if not successors:  # a new pod of the same name keeps its own logs
+            self.agent.logs.forget_pod(self.namespace, self.name)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _delete_this_incarnation(self) -> None:
+        """DELETE with grace 0 and a uid precondition, as the kubelet does: by then a new pod
+        may carry the same name. lightkube's delete() takes no body, so its request builder is
+        used directly."""
+        generic = self.agent.client._client
+        request = generic.prepare_request(
+            "delete", Pod, name=self.name, namespace=self.namespace, params={}
+        )
+        request.data = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": self.uid},
+        }
+        with contextlib.suppress(httpx2.HTTPError):
+            generic.send(generic.build_adapter_request(request)).close()
 
 
 class NodeAgent:
@@ -805,8 +829,9 @@ class NodeAgent:
             for container in running:
                 container.kill()
             for container in running:
-                container.wait()
-                container.close()
+                # The pod's own worker may be closing it at the same moment.
+                with contextlib.suppress(Exception):
+                    container.close()
         self.log_server.stop()
 
 

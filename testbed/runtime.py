@@ -85,6 +85,7 @@ class Container:
         self._scratch: Path | None = None
         self._status: ExitStatus | None = None
         self._status_lock = threading.Lock()
+        self._close_lock = threading.Lock()
         self._init_sigkilled = False
         self._closed = False
 
@@ -186,15 +187,16 @@ class Container:
 
     def close(self) -> None:
         """Kills the container if it still runs, waits for it and removes what it used on the
-        host. Idempotent."""
-        if self._closed:
-            return
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self.kill()
-            self.wait()
-        self._remove_leftovers()
-        self._closed = True
+        host. Idempotent, and safe to call from several threads at once."""
+        with self._close_lock:
+            if self._closed:
+                return
+            if self._proc is not None:
+                if self._proc.poll() is None:
+                    self.kill()
+                self.wait()
+            self._remove_leftovers()
+            self._closed = True
 
     def _started(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
