@@ -162,11 +162,15 @@ class Kube:
             pod = self.create_pod(manifest)
         return pod
 
-    def replace_secret(self, manifest: dict[str, Any]) -> None:
-        if self._create(Secret, manifest) is None:
+    def replace_secret(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Creates the Secret, first removing one of the same name left by an earlier launch."""
+        secret = self._create(Secret, manifest)
+        if secret is None:
             self.delete_secret(manifest["metadata"]["name"])
-            if self._create(Secret, manifest) is None:
+            secret = self._create(Secret, manifest)
+            if secret is None:
                 raise K8sccError(f"secret {manifest['metadata']['name']} exists already")
+        return secret
 
     def set_secret_owners(self, name: str, owners: list[dict[str, Any]]) -> None:
         self._call(
@@ -184,26 +188,31 @@ class Kube:
         )
         return None if pod is None else dict(pod.to_dict())
 
-    def delete_pod(self, name: str, grace: int | None = None, uid: str | None = None) -> bool:
-        """Deletes the pod; given `uid`, only that incarnation of the name, so a `run` that
-        ends never removes the pod of the launch that replaced it. True if it deleted."""
+    def _delete(self, kind: Any, name: str, grace: int | None, uid: str | None) -> None:
+        """DELETE; given `uid`, with a precondition so that only that incarnation of the name
+        goes: a `run` that ends must never remove what the launch replacing it created. A
+        failed precondition (409) or a missing object (404) is fine. lightkube's delete()
+        sends no body, so its request builder carries the DeleteOptions."""
+        generic = self.client._client
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if grace is not None:
+            options["gracePeriodSeconds"] = grace
         if uid is not None:
-            current = self.get_pod(name)
-            if current is None or current["metadata"]["uid"] != uid:
-                return False
-        self._call(
-            f"cannot delete pod {name}",
-            lambda: self.client.delete(Pod, name, namespace=self.namespace, grace_period=grace),
-            tolerate=(404,),
-        )
-        return True
+            options["preconditions"] = {"uid": uid}
 
-    def delete_secret(self, name: str) -> None:
-        self._call(
-            f"cannot delete secret {name}",
-            lambda: self.client.delete(Secret, name, namespace=self.namespace),
-            tolerate=(404,),
-        )
+        def delete() -> None:
+            request = generic.prepare_request("delete", kind, name=name, namespace=self.namespace)
+            request.data = options
+            response = generic.send(generic.build_adapter_request(request))
+            response.raise_for_status()
+
+        self._call(f"cannot delete {kind.__name__.lower()} {name}", delete, tolerate=(404, 409))
+
+    def delete_pod(self, name: str, grace: int | None = None, uid: str | None = None) -> None:
+        self._delete(Pod, name, grace, uid)
+
+    def delete_secret(self, name: str, uid: str | None = None) -> None:
+        self._delete(Secret, name, None, uid)
 
     def wait_pod_gone(self, name: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -41,13 +41,12 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     )
     subpath: str | None = None
     pod_uid: str | None = None
-    secret_created = False
+    secret_uid: str | None = None
     try:
         subpath = transfer.stage_run(name, build_output / OUTPUT)
         if chaincode.tls:
             secret = render.tls_secret(chaincode, name, who, config)
-            kube.replace_secret(secret)
-            secret_created = True
+            secret_uid = kube.replace_secret(secret)["metadata"]["uid"]
         manifest = render.chaincode_pod(
             config, platform, info.run_image, chaincode, name, who, subpath
         )
@@ -74,10 +73,11 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     finally:
         supervisor.close()
         kube.retry_seconds = 2.0
-        # Only what this launch created: a newer launch may own the name by now.
-        ours = pod_uid is None or kube.delete_pod(name, grace=config.termination_grace, uid=pod_uid)
-        if secret_created and ours:
-            kube.delete_secret(name)
+        # Only what this launch created (by uid): a newer launch may own the names by now.
+        if pod_uid is not None:
+            kube.delete_pod(name, grace=config.termination_grace, uid=pod_uid)
+        if secret_uid is not None:
+            kube.delete_secret(name, uid=secret_uid)
         if subpath is not None:
             transfer.remove(subpath)
         kube.close()
