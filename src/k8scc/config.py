@@ -287,9 +287,9 @@ def parse(text: str, path: Path | None = None) -> Config:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise K8sccError(
-            f"{where}: not valid YAML{at}: {getattr(error, 'problem', error)}"
-        ) from None
+        # Errors without a mark (bad characters) span lines of their own.
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise K8sccError(f"{where}: not valid YAML{at}: {problem}") from None
     r = _Reader()
     top = r.section(data if data is not None else {}, "top level", _TOP)
     fabric_version = r.get(

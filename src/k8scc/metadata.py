@@ -3,6 +3,8 @@ launch's chaincode.json."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -13,7 +15,9 @@ from k8scc.errors import K8sccError
 
 # Fabric's own rule for package labels (core/chaincode/persistence).
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----")
+# A header, a base64 body and the footer of the same kind; checking the shape here turns a
+# mangled key into one error line instead of a chaincode pod that cannot start.
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\s]*?)-----END \1-----")
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,22 @@ def _read_object(path: Path, what: str) -> tuple[dict[str, Any], bytes]:
     return data, raw
 
 
+# Named as JSON names them: the peer's files are JSON, not Python.
+_JSON_KINDS = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+}
+
+
 def _string(data: dict[str, Any], key: str, what: str, required: bool = True) -> str:
     value = data.get(key)
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        kind = "missing" if value is None else f"a {type(value).__name__}, not a string"
+        kind = "missing" if value is None else f"{_JSON_KINDS[type(value)]}, not a string"
         raise K8sccError(f"{what}: field {key!r} is {kind}")
     return value
 
@@ -84,8 +98,21 @@ def read_metadata(metadata_dir: Path) -> Metadata:
     )
 
 
+def _pem_kinds(value: str) -> list[str]:
+    """The kinds of the well-formed PEM blocks in `value`; text around them is allowed."""
+    kinds = []
+    for match in _PEM_BLOCK.finditer(value):
+        try:
+            body = base64.b64decode("".join(match.group(2).split()), validate=True)
+        except binascii.Error:
+            continue
+        if body:
+            kinds.append(match.group(1))
+    return kinds
+
+
 def _check_pem(value: str, field: str, kinds: tuple[str, ...]) -> None:
-    if value and not any(f"-----BEGIN {kind}-----" in value for kind in kinds):
+    if value and not set(_pem_kinds(value)) & set(kinds):
         raise K8sccError(f"chaincode.json: field {field!r} is not a PEM {' or '.join(kinds)}")
 
 
@@ -123,6 +150,12 @@ def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
         )
     _check_pem(parsed.client_cert, "client_cert", ("CERTIFICATE",))
     _check_pem(parsed.root_cert, "root_cert", ("CERTIFICATE",))
-    if parsed.client_key and not _PEM_KEY.search(parsed.client_key):
+    # The peer labels a PKCS#8 key `EC PRIVATE KEY`; any unencrypted private key kind will do.
+    keys = [
+        kind
+        for kind in _pem_kinds(parsed.client_key)
+        if kind.endswith("PRIVATE KEY") and not kind.startswith("ENCRYPTED")
+    ]
+    if parsed.client_key and not keys:
         raise K8sccError(f"{what}: field 'client_key' is not a PEM private key")
     return parsed

@@ -133,8 +133,12 @@ class VolumeTransfer:
         directory = self._fresh(launch)
         try:
             copy_tree(build_output, directory / OUTPUT, "build output", readable=True)
-        except OSError as error:
-            raise _space_error(error, directory) from None
+        except BaseException as error:
+            # The caller learns the directory's name only on success, so it cannot remove it.
+            self.remove(launch)
+            if isinstance(error, OSError):
+                raise _space_error(error, directory) from None
+            raise
         return launch
 
     def sweep(self, name: str, keep: str) -> None:

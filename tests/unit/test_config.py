@@ -524,3 +524,50 @@ def test_property_valid_quantities_are_accepted(quantity: str, where: str) -> No
 def test_property_quantities_with_junk_are_rejected(quantity: str, junk: str) -> None:
     message = problem({"builder": {"resources": {"limits": {"memory": quantity + junk}}}})
     assert "builder.resources.limits.memory: invalid quantity" in message
+
+
+# Keys the parser knows, anywhere, so generated documents reach past the unknown-key checks.
+_VOCABULARY = sorted(set().union(*KNOWN.values(), {"requests", "limits", "cpu", "memory"}))
+yaml_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["5s", "1.5m", "0s", "-1", "500m", "1Gi", "3.1", "Always", "/t", "https://x"])
+)
+config_documents = st.recursive(
+    yaml_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(_VOCABULARY) | key_text, inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@PROPERTY
+@given(document=config_documents)
+def test_property_any_document_gives_a_config_or_one_k8scc_error(document: Any) -> None:
+    try:
+        parsed = config.parse(yaml.safe_dump(document))
+    except K8sccError as error:
+        assert "\n" not in str(error)
+    else:
+        assert isinstance(parsed, config.Config)
+
+
+@PROPERTY
+@given(text=st.text(max_size=200))
+def test_property_any_text_gives_a_config_or_one_k8scc_error(text: str) -> None:
+    try:
+        parsed = config.parse(text)
+    except K8sccError as error:
+        assert "\n" not in str(error)
+    else:
+        assert isinstance(parsed, config.Config)
+
+
+def test_yaml_errors_without_a_position_are_one_line() -> None:
+    message = problem("namespace: a\x1fb\n")
+    assert "not valid YAML: unacceptable character #x001f" in message

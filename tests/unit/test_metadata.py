@@ -75,9 +75,9 @@ def test_metadata_missing(tmp_path: Path) -> None:
         (b"null", "must be a JSON object"),
         (b'{"label": "cc"}', "field 'type' is missing"),
         (b'{"type": null}', "field 'type' is missing"),
-        (b'{"type": 5}', "field 'type' is a int, not a string"),
-        (b'{"type": "golang", "label": 5}', "field 'label' is a int"),
-        (b'{"type": "golang", "path": ["x"]}', "field 'path' is a list"),
+        (b'{"type": 5}', "field 'type' is a number, not a string"),
+        (b'{"type": "golang", "label": 5}', "field 'label' is a number"),
+        (b'{"type": "golang", "path": ["x"]}', "field 'path' is an array"),
     ],
 )
 def test_metadata_invalid(tmp_path: Path, content: bytes, expected: str) -> None:
@@ -234,8 +234,8 @@ def test_chaincode_json_bad_peer_address(tmp_path: Path, address: str) -> None:
         ({"mspid": None}, "field 'mspid' is missing"),
         ({"chaincode_id": None}, "field 'chaincode_id' is missing"),
         ({"peer_address": None}, "field 'peer_address' is missing"),
-        ({"peer_address": 7052}, "field 'peer_address' is a int, not a string"),
-        ({"client_cert": 1}, "field 'client_cert' is a int, not a string"),
+        ({"peer_address": 7052}, "field 'peer_address' is a number, not a string"),
+        ({"client_cert": 1}, "field 'client_cert' is a number, not a string"),
     ],
 )
 def test_chaincode_json_bad_fields(tmp_path: Path, changes: dict[str, Any], expected: str) -> None:
@@ -304,5 +304,58 @@ def test_no_error_message_contains_key_material(tmp_path: Path, tls: PeerTls) ->
             read_chaincode_json(write(tmp_path / f"{index}b", "chaincode.json", broken))
         for secret in secrets:
             assert secret.strip() not in str(invalid.value)
-    # all but the truncated key are rejected (a cut PEM is not parsed here)
-    assert raised == len(key_variants(tls)) - 1
+    # every variant is rejected, the truncated key too: it has no footer
+    assert raised == len(key_variants(tls))
+
+
+@pytest.mark.parametrize(
+    ("case", "key"),
+    [
+        ("body not base64", "-----BEGIN EC PRIVATE KEY-----\n%%%%\n-----END EC PRIVATE KEY-----\n"),
+        ("empty body", "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n"),
+        ("no footer", "-----BEGIN EC PRIVATE KEY-----\n{body}\n"),
+        (
+            "footer of another kind",
+            "-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END CERTIFICATE-----",
+        ),
+        (
+            "encrypted",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}\n-----END ENCRYPTED PRIVATE KEY-----",
+        ),
+        ("a certificate", "-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"),
+        ("header only in text", "see -----BEGIN PRIVATE KEY----- for details"),
+    ],
+)
+def test_chaincode_json_key_of_the_wrong_shape(
+    tmp_path: Path, tls: PeerTls, case: str, key: str
+) -> None:
+    body = "\n".join(tls.key_body_lines)
+    message = chaincode_error(tmp_path, chaincode(tls, client_key=key.format(body=body)))
+    assert "field 'client_key' is not a PEM private key" in message
+
+
+@pytest.mark.parametrize("kind", ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"])
+def test_chaincode_json_key_kinds_and_surrounding_text(
+    tmp_path: Path, tls: PeerTls, kind: str
+) -> None:
+    body = "\n".join(tls.key_body_lines)
+    # CRLF line ends and explanatory text around the block are still PEM
+    key = f"Bag Attributes\r\n-----BEGIN {kind}-----\r\n{body}\r\n-----END {kind}-----\r\n"
+    assert read(tmp_path, chaincode(tls, client_key=key)).client_key == key
+
+
+def test_chaincode_json_certificates_must_be_well_formed(tmp_path: Path, tls: PeerTls) -> None:
+    cut = tls.root_cert.replace("-----END CERTIFICATE-----", "")
+    message = chaincode_error(tmp_path, chaincode(tls, root_cert=cut))
+    assert "field 'root_cert' is not a PEM CERTIFICATE" in message
+    # a bundle of several certificates is a valid root_cert
+    assert read(tmp_path, chaincode(tls, root_cert=tls.root_cert * 2)).root_cert
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(True, "a boolean"), (1.5, "a number"), ({}, "an object"), ([], "an array")],
+)
+def test_wrong_types_are_named_as_json_names_them(tmp_path: Path, value: Any, kind: str) -> None:
+    message = metadata_error(tmp_path, {"type": value})
+    assert f"field 'type' is {kind}, not a string" in message

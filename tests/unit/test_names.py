@@ -3,6 +3,7 @@ and any peer id."""
 
 from __future__ import annotations
 
+import os
 import string
 
 import pytest
@@ -214,3 +215,16 @@ def test_property_names_differ_between_packages(
         assert names.build_name(peer_id, labels[0], "c") != names.build_name(
             peer_id, labels[1], "c"
         )
+
+
+@PROPERTY
+@given(label=fabric_labels, raw_peer_id=st.binary(max_size=100), package_hash=package_hashes)
+def test_property_peer_ids_that_are_not_utf8_still_give_dns_labels(
+    label: str, raw_peer_id: bytes, package_hash: str
+) -> None:
+    # CORE_PEER_ID reaches Python as surrogate-escaped text when its bytes are not UTF-8.
+    peer_id = os.fsdecode(raw_peer_id)
+    for value in all_names(peer_id, label, package_hash) + label_values(
+        peer_id, label, package_hash
+    ):
+        assert is_dns_label(value), value

@@ -3,7 +3,9 @@ transfer lays out one directory per pod."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import socket
 import stat
 from collections.abc import Iterator
@@ -199,3 +201,33 @@ def test_volume_transfer_refuses_bad_build_output(tmp_path: Path) -> None:
     (volume / "ccbuild-x" / OUTPUT / "abs").symlink_to("/etc/passwd")
     with pytest.raises(K8sccError, match="build output: symlink abs points outside"):
         transfer.collect_build("ccbuild-x", tmp_path / "collected")
+
+
+def test_a_failed_launch_staging_leaves_nothing(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    output = tmp_path / "bld"
+    output.mkdir()
+    (output / "chaincode").write_text("binary")
+    os.mkfifo(output / "pipe")
+    with pytest.raises(K8sccError, match="build output: pipe is not a regular file"):
+        VolumeTransfer(volume).stage_run("cc-x", output)
+    assert list(volume.iterdir()) == []
+
+
+def test_a_full_volume_while_staging_a_launch_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    output = tmp_path / "bld"
+    output.mkdir()
+    (output / "chaincode").write_text("binary")
+
+    def full(source: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(K8sccError, match="the transfer volume is full"):
+        VolumeTransfer(volume).stage_run("cc-x", output)
+    assert list(volume.iterdir()) == []
