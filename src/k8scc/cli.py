@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from k8scc import buildinfo, config, names, render, steps
+from k8scc import buildinfo, config, coreyaml, doctor, names, render, steps
 from k8scc.errors import K8sccError
 from k8scc.metadata import read_chaincode_json, read_metadata
 from k8scc.platforms import lookup
@@ -88,6 +88,37 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--config", type=Path, required=True, help="the k8scc.yaml to use")
     show.add_argument("directory", type=Path, help="build: source dir; run: build output dir")
     show.add_argument("metadata", type=Path, help="build: metadata dir; run: run metadata dir")
+    check = commands.add_parser("doctor", help="check this peer's setup, printing a table")
+    check.add_argument("--config", type=Path, help="the k8scc.yaml (default: as the steps find it)")
+    check.add_argument("--builder-dir", type=Path, help="the builder directory holding bin/")
+    core = commands.add_parser(
+        "core-yaml",
+        help="add k8scc to a core.yaml's chaincode.externalBuilders",
+        description="Prints CORE_YAML (or, without it, a document holding only the entry) with"
+        " exactly one chaincode.externalBuilders entry named NAME, replacing an entry of that name"
+        " and keeping the other builders in order. The file is rewritten by PyYAML: comments are"
+        " dropped.",
+    )
+    core.add_argument("core_yaml", nargs="?", type=Path, metavar="CORE_YAML")
+    core.add_argument(
+        "--builder-dir",
+        type=Path,
+        default=coreyaml.DEFAULT_BUILDER_DIR,
+        metavar="DIR",
+        help="the directory install-builder wrote (default: %(default)s)",
+    )
+    core.add_argument("--name", default=coreyaml.DEFAULT_NAME, help="default: %(default)s")
+    core.add_argument(
+        "--propagate",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="one more variable for propagateEnvironment (repeatable), after "
+        + ", ".join(coreyaml.DEFAULT_PROPAGATE),
+    )
+    core.add_argument(
+        "--in-place", action="store_true", help="replace CORE_YAML instead of printing"
+    )
     parsed = parser.parse_args(args)
     if parsed.command == "install-builder":
         install_builder(parsed.directory, parsed.config, parsed.python)
@@ -99,3 +130,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         except K8sccError as error:
             sys.exit(f"k8scc render: error: {error}")
+    elif parsed.command == "doctor":
+        sys.exit(doctor.main(parsed.config, parsed.builder_dir))
+    elif parsed.command == "core-yaml":
+        try:
+            entry = coreyaml.builder_entry(parsed.builder_dir, parsed.name, parsed.propagate)
+            text = coreyaml.core_yaml(parsed.core_yaml, entry, parsed.in_place)
+        except K8sccError as error:
+            sys.exit(f"k8scc core-yaml: error: {error}")
+        if text is not None:
+            print(text, end="")

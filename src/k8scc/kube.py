@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 import httpx2
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.config.models import Cluster, User
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
+from lightkube.resources.authentication_v1 import SelfSubjectReview
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Pod, Secret
 
 from k8scc.config import Config
@@ -306,6 +309,61 @@ class Kube:
                 if seen:
                     since = max(1, int(time.time() - _stamp_seconds(seen)) + 2)
                 stop.wait(0.5)
+
+    # -- k8scc doctor -------------------------------------------------------------------------
+
+    def answer_quickly(self, seconds: float) -> None:
+        """One attempt per request under a short timeout: `k8scc doctor` reports an API server
+        that is down or unreachable at once instead of waiting for it to come back."""
+        self.retry_seconds = 0.0
+        self.client.close()
+        self.client = Client(
+            self._kubeconfig(self.config), field_manager="k8scc", timeout=httpx2.Timeout(seconds)
+        )
+
+    def server(self) -> str:
+        context = self._kubeconfig(self.config).get()
+        return str(context.cluster.server) if context is not None else "the API server"
+
+    def whoami(self) -> str:
+        """The username the API server authenticates us as (SelfSubjectReview)."""
+        review = self._call(
+            f"asking {self.server()} who we are",
+            lambda: self.client.create(SelfSubjectReview()),
+        )
+        user = review.status.userInfo if review and review.status else None
+        return str(user.username) if user and user.username else "an anonymous user"
+
+    def allowed(self, verb: str, resource: str) -> bool:
+        """Whether we may `verb` `resource` (or `resource/subresource`) of the core API group
+        in our namespace (SelfSubjectAccessReview)."""
+        kind, _, subresource = resource.partition("/")
+        attributes = ResourceAttributes(
+            namespace=self.namespace,
+            verb=verb,
+            group="",
+            resource=kind,
+            subresource=subresource or None,
+        )
+        review = self._call(
+            f"cannot ask whether we may {verb} {resource}",
+            lambda: self.client.create(
+                SelfSubjectAccessReview(
+                    spec=SelfSubjectAccessReviewSpec(resourceAttributes=attributes)
+                )
+            ),
+        )
+        return bool(review and review.status and review.status.allowed)
+
+    def dry_run_create(self, manifest: dict[str, Any]) -> None:
+        """Creates the Pod or Secret with dryRun=All: admission runs, nothing is stored."""
+        kind: Any = Pod if manifest["kind"] == "Pod" else Secret
+        self._call(
+            "rejected",
+            lambda: self.client.create(
+                kind.from_dict(manifest), namespace=self.namespace, dry_run=True
+            ),
+        )
 
 
 def _stamp_key(stamp: str) -> str:

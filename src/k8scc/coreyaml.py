@@ -1,0 +1,161 @@
+"""`k8scc core-yaml`: puts k8scc's entry into the `chaincode.externalBuilders` list of a peer's
+core.yaml, so an image or an operator configures the peer with one command instead of a
+hand-edited copy of Fabric's file.
+
+The entry replaces any entry of the same name and every other builder keeps its place: the peer
+tries builders in list order, so an existing order is the operator's choice. The file is parsed
+and written back with PyYAML, which does not keep comments.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from k8scc.config import CONFIG_ENV
+from k8scc.errors import K8sccError
+
+DEFAULT_NAME = "k8scc"
+DEFAULT_BUILDER_DIR = Path("/opt/k8scc")
+# The peer prunes the builder's environment to these names (plus PATH, LD_LIBRARY_PATH, LIBPATH
+# and TMPDIR): in-cluster API discovery, an explicit config file, and the default peer.id.
+DEFAULT_PROPAGATE = (
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    CONFIG_ENV,
+    "CORE_PEER_ID",
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def builder_entry(
+    builder_dir: Path = DEFAULT_BUILDER_DIR,
+    name: str = DEFAULT_NAME,
+    propagate: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The externalBuilders entry for a builder directory written by `k8scc install-builder`."""
+    if not name:
+        raise K8sccError("the builder name must not be empty")
+    if not builder_dir.is_absolute():
+        # The peer resolves a relative path against its own working directory.
+        raise K8sccError(f"builder directory {builder_dir} must be an absolute path")
+    for variable in propagate:
+        if not _ENV_NAME.fullmatch(variable):
+            raise K8sccError(f"{variable!r} is not an environment variable name")
+    return {
+        "name": name,
+        "path": str(builder_dir),
+        "propagateEnvironment": list(dict.fromkeys([*DEFAULT_PROPAGATE, *propagate])),
+    }
+
+
+def merge(document: Any, entry: dict[str, Any]) -> dict[str, Any]:
+    """`document` (parsed core.yaml; None for an empty file) with `entry` as the only builder of
+    its name. The input is not modified."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise K8sccError(f"expected a mapping at the top level, got {_kind(document)}")
+    chaincode = document.get("chaincode")
+    if chaincode is None:
+        chaincode = {}
+    if not isinstance(chaincode, dict):
+        raise K8sccError(f"chaincode: expected a mapping, got {_kind(chaincode)}")
+    builders = chaincode.get("externalBuilders")
+    if builders is None:
+        builders = []
+    if not isinstance(builders, list):
+        raise K8sccError(f"chaincode.externalBuilders: expected a list, got {_kind(builders)}")
+    merged: list[Any] = []
+    placed = False
+    for builder in builders:
+        if isinstance(builder, dict) and builder.get("name") == entry["name"]:
+            if not placed:
+                merged.append(entry)
+                placed = True
+        else:
+            merged.append(builder)
+    if not placed:
+        merged.append(entry)
+    return {**document, "chaincode": {**chaincode, "externalBuilders": merged}}
+
+
+def render(text: str | None, entry: dict[str, Any], source: str = "core.yaml") -> str:
+    """The YAML text of `text` merged with `entry`; without text, a document holding just it."""
+    document: Any = None
+    if text is not None:
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or error
+            raise K8sccError(f"{source}: not valid YAML{at}: {problem}") from None
+    try:
+        merged = merge(document, entry)
+    except K8sccError as error:
+        raise K8sccError(f"{source}: {error}") from None
+    return yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise K8sccError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise K8sccError(f"{path}: not UTF-8 text") from None
+    except OSError as error:
+        raise K8sccError(f"cannot read {path}: {error.strerror}") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replaces `path` in one rename, keeping its permissions, so the peer never reads half a
+    file and a failure leaves the old one in place."""
+    target = path.resolve()
+    mode = target.stat().st_mode & 0o7777
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def core_yaml(core: Path | None, entry: dict[str, Any], in_place: bool) -> str | None:
+    """What `k8scc core-yaml` does: the merged text to print, or None once written in place."""
+    if core is None:
+        if in_place:
+            raise K8sccError("--in-place needs a CORE_YAML file")
+        return render(None, entry)
+    text = render(read(core), entry, str(core))
+    if not in_place:
+        return text
+    try:
+        write_atomically(core, text)
+    except OSError as error:
+        raise K8sccError(f"cannot write {core}: {error.strerror or error}") from None
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
