@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from k8scc import coreyaml
 from testbed.cluster import Testbed
 from testbed.fabric import PEER_ID, FabricNetwork
 
@@ -62,7 +63,9 @@ def k8scc_network(
             "timeouts": {"stuck": "10s", "start": "120s"},
         },
     )
-    builders = [{"name": "k8scc", "path": str(builder), "propagateEnvironment": ["CORE_PEER_ID"]}]
+    # The entry `k8scc core-yaml` writes; of the names it propagates, this peer's environment
+    # holds only CORE_PEER_ID.
+    builders = [coreyaml.builder_entry(builder)]
     return FabricNetwork(
         workdir / "fabric", version, builders, peer_tls=peer_tls, peer_env={"CORE_PEER_ID": PEER_ID}
     )
