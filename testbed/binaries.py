@@ -68,6 +68,14 @@ KUBE = Component(
         f" -X {_VERSION_PKG}.gitMinor={_MINOR} -X {_VERSION_PKG}.gitTreeState=clean"
     ),
 )
+# kubectl (with its built-in kustomize) has its own wrapper module: its dependencies are not in
+# kube's go.sum, and adding them there would change kube's cache key and rebuild the API server.
+KUBECTL = Component(
+    name="kubectl",
+    version=KUBE_VERSION,
+    binaries={"k8s.io/kubernetes/cmd/kubectl": "kubectl"},
+    ldflags=KUBE.ldflags,
+)
 ETCD = Component(
     name="etcd",
     version=ETCD_VERSION,
@@ -161,7 +169,7 @@ def ensure(component: Component) -> Path:
 
 def main() -> None:
     # No arguments: the Kubernetes test bed; otherwise the components named, e.g. fabric-3.1.
-    known = {c.name: c for c in (ETCD, KUBE, *FABRIC.values())}
+    known = {c.name: c for c in (ETCD, KUBE, KUBECTL, *FABRIC.values())}
     names = sys.argv[1:] or [ETCD.name, KUBE.name]
     unknown = [name for name in names if name not in known]
     if unknown:
