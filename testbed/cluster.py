@@ -97,6 +97,12 @@ class Testbed:
             self._agent_log.close()
         self._agent = None
 
+    def restart_agent(self) -> None:
+        """As a node's kubelet restarting, except that containers end with it: pods it had
+        started are reported lost by the next agent (see PodWorker._report_lost)."""
+        self.stop_agent()
+        self.start_agent()
+
     def stop(self) -> None:
         self.stop_agent()
         self.control_plane.stop()

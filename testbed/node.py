@@ -101,6 +101,7 @@ class PodWorker:
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     init_statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    status_lock: threading.Lock = field(default_factory=threading.Lock)
     start_time: str | None = None
     finished: bool = False
 
@@ -127,10 +128,25 @@ class PodWorker:
     # -- status -------------------------------------------------------------------------------
 
     def _patch_status(self, status: dict[str, Any]) -> None:
-        with contextlib.suppress(ApiError, httpx2.HTTPError):
-            self.agent.client.patch(
-                Pod.Status, self.name, {"status": status}, namespace=self.namespace
-            )
+        """Retried, in order, until the API server takes it, as a kubelet's status sync does:
+        a completion reported during an API server outage must not be lost."""
+        with self.status_lock:
+            delay = 0.2
+            # A stopping agent reports nothing more, like a kubelet that went away.
+            while not self.agent.stop.is_set() and not self.gone.is_set():
+                try:
+                    self.agent.client.patch(
+                        Pod.Status, self.name, {"status": status}, namespace=self.namespace
+                    )
+                    return
+                except ApiError as error:
+                    # 401/403 too: a restarted API server denies until its caches are warm.
+                    if error.status.code not in (401, 403, 429, 500, 502, 503, 504):
+                        return
+                except httpx2.HTTPError:
+                    pass
+                self.agent.stop.wait(delay)
+                delay = min(delay * 2, 2.0)
 
     def _container_status(self, container: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         running = "running" in state
@@ -520,7 +536,8 @@ class PodWorker:
         while True:
             result = self._run_container(container, spec, init)
             again = policy == "Always" or (policy == "OnFailure" and result.exit_code != 0)
-            if not again or self.deleting.is_set() or self.deadline_exceeded:
+            stopping = self.deleting.is_set() or self.agent.stop.is_set()
+            if not again or stopping or self.deadline_exceeded:
                 return result
             target = self.init_statuses if init else self.statuses
             target[container["name"]]["restartCount"] += 1
@@ -540,6 +557,10 @@ class PodWorker:
     def _run(self) -> None:
         # Logs of an earlier pod of the same name (its object is gone by now) are not ours.
         self.agent.logs.forget_pod(self.namespace, self.name)
+        lost = self.pod.get("status", {}).get("startTime")
+        if lost and self.spec.get("restartPolicy", "Always") == "Never":
+            self._report_lost()
+            return
         self.start_time = podspec.now()
         self.started_monotonic = time.monotonic()
         self._set_waiting(
@@ -588,6 +609,26 @@ class PodWorker:
             return
         codes = [s["state"]["terminated"]["exitCode"] for s in self.statuses.values()]
         self._publish("Succeeded" if all(c == 0 for c in codes) else "Failed")
+
+    def _report_lost(self) -> None:
+        """A pod an earlier agent started: its containers ended with that agent, so, as a
+        kubelet does for containers it cannot find, they are reported terminated with
+        ContainerStatusUnknown. Pods that may restart their containers simply run again."""
+        self.start_time = self.pod["status"]["startTime"]
+        for container in self.spec["containers"]:
+            self.statuses[container["name"]] = self._container_status(
+                container,
+                {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was terminated",
+                        "startedAt": self.start_time,
+                        "finishedAt": podspec.now(),
+                    }
+                },
+            )
+        self._publish("Failed")
 
     def _stop_on_deletion(self) -> None:
         """SIGTERM to every container once the pod is being deleted, SIGKILL after the grace

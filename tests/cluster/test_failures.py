@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -47,6 +48,14 @@ def launch(builder: Builder, output: Path, directory: Path, peer: FakePeer) -> R
     """`run` as the peer starts it, with a fresh chaincode.json from the fake peer."""
     meta = write_chaincode_json(directory, peer.chaincode_json(CHAINCODE_ID))
     return builder.start("run", output, meta)
+
+
+def exit_code(step: RunningStep, timeout: float) -> int | None:
+    """The step's exit code, or None when it is still running after `timeout` seconds."""
+    try:
+        return step.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def test_compile_error_fails_the_build_with_the_compiler_output_in_the_log(
@@ -234,4 +243,81 @@ def test_launch_survives_an_api_server_restart(
             run.stop()
     [error] = error_lines(run.stderr)
     assert "was deleted" in error
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_build_survives_an_api_server_restart(
+    testbed: Testbed, builder: Builder, admin: Client, namespace: str, tmp_path: Path
+) -> None:
+    source, metadata = package_source("node", tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    build = builder.start("build", source, metadata, output)
+    try:
+        assert build.wait_for_line("pod phase Running", 120), build.stderr
+        testbed.control_plane.restart_apiserver(down_seconds=3)
+        code = exit_code(build, 240)
+    finally:
+        build.stop()
+    assert code == 0, build.stderr
+    assert (output / "output" / "package.json").is_file()
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_node_agent_restart_fails_the_launch_fast_and_a_relaunch_recovers(
+    testbed: Testbed,
+    builder: Builder,
+    admin: Client,
+    namespace: str,
+    tmp_path: Path,
+    golang_output: Path,
+) -> None:
+    """The node's agent restarts and the chaincode's container is gone with it: `run` reports
+    the pod as failed (the peer then relaunches), and the relaunch runs normally."""
+    with FakePeer(tls=True) as peer:
+        run = launch(builder, golang_output, tmp_path / "a", peer)
+        try:
+            assert peer.wait_registered(CHAINCODE_ID, 60), run.stderr
+            testbed.restart_agent()
+            assert run.process.wait(60) == 1
+        finally:
+            run.stop()
+        [error] = error_lines(run.stderr)
+        assert re.search(r"pod cc-asset-1-0-[0-9a-f]+ failed: ContainerStatusUnknown", error)
+        assert wait_clean(admin, namespace, builder.transfer) == []
+        again = launch(builder, golang_output, tmp_path / "b", peer)
+        try:
+            deadline = time.monotonic() + 60
+            while len(peer.registrations()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(peer.registrations()) == 2, again.stderr
+        finally:
+            again.stop()
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_node_agent_restart_fails_the_build_leaving_nothing(
+    testbed: Testbed, builder: Builder, admin: Client, namespace: str, tmp_path: Path
+) -> None:
+    source, metadata = package_source("node", tmp_path)
+    # Slow enough that the agent restarts while the build command runs.
+    package = source / "src" / "package.json"
+    manifest = json.loads(package.read_text())
+    manifest.setdefault("scripts", {})["preinstall"] = "sleep 30"
+    package.write_text(json.dumps(manifest))
+    output = tmp_path / "bld"
+    output.mkdir()
+    build = builder.start("build", source, metadata, output)
+    try:
+        assert build.wait_for_line("pod phase Running", 120), build.stderr
+        testbed.restart_agent()
+        code = build.process.wait(60)
+    finally:
+        build.stop()
+    assert code != 0
+    [error] = error_lines(build.stderr)
+    assert re.search(
+        r"build failed in pod ccbuild-asset-1-0-[0-9a-f]+: ContainerStatusUnknown", error
+    )
+    assert list(output.iterdir()) == []
     assert wait_clean(admin, namespace, builder.transfer) == []

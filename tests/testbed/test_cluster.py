@@ -346,3 +346,29 @@ def test_concurrent_pods_all_complete(admin: Client, namespace: str) -> None:
         final = wait_for(admin, name, namespace, phase_in("Succeeded", "Failed"))
         assert final["status"]["phase"] == "Succeeded"
         assert list(admin.log(name, namespace=namespace, newlines=False)) == [name]
+
+
+def test_a_restarted_agent_reports_the_pods_it_lost_and_reruns_restartable_ones(
+    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path
+) -> None:
+    admin.create(shell_pod("once", "sleep 300"), namespace=namespace)
+    always = shell_pod(
+        "always",
+        "echo started >> /out/runs; sleep 300",
+        restartPolicy="Always",
+        volumes=[{"name": "v", "persistentVolumeClaim": {"claimName": "transfer"}}],
+        container={"volumeMounts": [{"name": "v", "mountPath": "/out"}]},
+    )
+    admin.create(always, namespace=namespace)
+    for name in ("once", "always"):
+        wait_for(admin, name, namespace, phase_in("Running"))
+    testbed.restart_agent()
+    lost = wait_for(admin, "once", namespace, phase_in("Failed", "Succeeded"))
+    assert lost["status"]["phase"] == "Failed"
+    assert terminated(lost)["reason"] == "ContainerStatusUnknown"
+    assert terminated(lost)["exitCode"] == 137
+    deadline = time.monotonic() + 60
+    while (volume_dir / "runs").read_text().count("started") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (volume_dir / "runs").read_text() == "started\nstarted\n"
+    admin.delete(Pod, "always", namespace=namespace, grace_period=0)
