@@ -38,8 +38,9 @@ e2e: setup binaries
 testbed: setup
 	@$(UV) run --frozen python -m testbed
 
-bench:
-	@echo "make bench: not yet; the benchmark suite is still to be written" >&2; exit 1
+# Starts its own test bed; writes bench/results/<timestamp>.{json,md} and plots (BENCH_ARGS=--quick).
+bench: setup binaries
+	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -85,6 +85,8 @@ class ControlPlane:
 
     workdir: Path
     with_controller_manager: bool = True
+    # Every request's metadata in audit.log (benchmarks count k8scc's API load from it).
+    audit: bool = False
     api_port: int = 0
     _etcd_url: str = ""
     _processes: list[_Process] = field(default_factory=list)
@@ -100,6 +102,10 @@ class ControlPlane:
     @property
     def admin_kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
 
     def start(self, timeout: float = 60.0) -> None:
         etcd_dir = binaries.ensure(binaries.ETCD)
@@ -239,9 +245,24 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
+                *self._audit_flags(),
             ],
         )
         self._wait_http(process, f"{self.server}/readyz", self.admin_ssl_context(), timeout)
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        rules = [{"level": "Metadata"}]
+        policy.write_text(
+            yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": rules})
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+        ]
 
     def _start_controller_manager(self, binary: Path, timeout: float) -> None:
         pki = self.workdir / "pki"

@@ -125,8 +125,9 @@ def fabric_key_pem(pkcs8_pem: str) -> str:
 
 
 class FakePeer:
-    def __init__(self, tls: bool, mspid: str = "Org1MSP") -> None:
+    def __init__(self, tls: bool, mspid: str = "Org1MSP", max_streams: int = 16) -> None:
         self._tls = tls
+        self._max_streams = max_streams
         self._mspid = mspid
         self._ca = CertificateAuthority("k8scc fake peer chaincode CA")
         self._server: Any = None
@@ -155,7 +156,7 @@ class FakePeer:
             },
         )
         # Every open Register stream holds a worker until the peer stops.
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_streams))
         server.add_generic_rpc_handlers((handler,))
         if self._tls:
             cert, key = self._ca.issue(_HOST, server_ip=_HOST)

@@ -1,0 +1,1 @@
+"""k8scc benchmark suite: `python -m bench` (see docs/performance.md)."""

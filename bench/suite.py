@@ -1,0 +1,517 @@
+"""The measurements, run against a test bed of their own. Each returns the part of the results
+document it owns: summaries (median, min, max) plus the raw runs they come from."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Pod
+
+from bench import audit, hostbuild, stats, treegen
+from k8scc import config as configuration
+from k8scc import names
+from k8scc.buildinfo import BuildInfo
+from k8scc.platforms import PLATFORMS
+from k8scc.transfer import VolumeTransfer
+from testbed.cluster import Testbed, default_images
+from testbed.node import DEFAULT_PATH
+from tests.support.builder import (
+    SAMPLE_PATHS,
+    Builder,
+    RunningStep,
+    apply_rbac,
+    make_builder,
+    package_source,
+)
+from tests.support.fakepeer import FakePeer
+from tests.support.pods import shell_pod
+
+PEER_ID = "peer0.org1.example.com"
+ACCOUNT = "k8scc"
+BUILT_FILE = {"golang": "chaincode", "node": "package.json", "java": "chaincode.jar"}
+MB = 1024 * 1024
+# Generous: a cold Java build downloads Maven's plugins, and 50 pods start on 2 cores.
+BUILDER_CONFIG = {"timeouts": {"stuck": "60s", "start": "300s", "build": "900s"}}
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs: int
+    build_runs: int
+    platforms: tuple[str, ...]
+    unrelated_pods: int
+    concurrency: tuple[int, ...]
+    transfer_bytes: int
+    settle_seconds: float
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return stats.summarise(values).to_dict()
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    """VmHWM and VmRSS of a process, in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda run: float(run[key]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+class PodWatch:
+    """When each pod of a namespace was first seen Running (monotonic clock)."""
+
+    def __init__(self, client: Client, namespace: str) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._running: dict[str, float] = {}
+        self._changed = threading.Condition()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(httpx2.HTTPError, ApiError):
+                for _, pod in self._client.watch(Pod, namespace=self._namespace):
+                    name = pod.metadata.name if pod.metadata else None
+                    phase = pod.status.phase if pod.status else None
+                    if name and phase == "Running":
+                        with self._changed:
+                            self._running.setdefault(name, time.monotonic())
+                            self._changed.notify_all()
+            time.sleep(0.5)
+
+    def running_at(self, name: str, timeout: float) -> float:
+        with self._changed:
+            if not self._changed.wait_for(lambda: name in self._running, timeout):
+                raise RuntimeError(f"pod {self._namespace}/{name} never ran")
+            return self._running[name]
+
+
+@dataclass
+class Space:
+    """A namespace with the transfer PVC, the k8scc RBAC and a builder acting as it."""
+
+    name: str
+    builder: Builder
+    watch: PodWatch
+
+
+@dataclass
+class Bench:
+    testbed: Testbed
+    workdir: Path
+    settings: Settings
+    log: Callable[[str], None]
+    admin: Client = field(init=False)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.admin = self.testbed.control_plane.client()
+
+    def scratch(self, label: str) -> Path:
+        path = self.workdir / f"{label}-{next(self._ids)}"
+        path.mkdir(parents=True)
+        return path
+
+    def space(self, label: str) -> Space:
+        name = f"bench-{label}-{next(self._ids)}"
+        workdir = self.scratch(name)
+        volume = workdir / "volume"
+        volume.mkdir(mode=0o777)
+        volume.chmod(0o777)
+        control_plane = self.testbed.control_plane
+        control_plane.create_namespace(name)
+        control_plane.create_local_volume(name, "transfer", volume)
+        apply_rbac(control_plane, name)
+        builder = make_builder(self.testbed, name, volume, workdir, BUILDER_CONFIG, ACCOUNT)
+        return Space(name, builder, PodWatch(self.testbed.control_plane.client(), name))
+
+    def add_unrelated_pods(self, space: Space, count: int) -> None:
+        """Pods that stay Pending: nothing matches their nodeSelector."""
+        for index in range(count):
+            pod = shell_pod(
+                f"unrelated-{index}", "sleep 3600", nodeSelector={"k8scc.bench/nowhere": "true"}
+            )
+            self.admin.create(pod, namespace=space.name)
+
+    def requests(self, space: Space, since: float, until: float) -> list[audit.Request]:
+        events = audit.read_events(self.testbed.control_plane.audit_log)
+        user = audit.serviceaccount_user(space.name, ACCOUNT)
+        return audit.requests_by(events, user, since, until)
+
+    # -- 1. build overhead ----------------------------------------------------------------------
+
+    def build_overhead(self) -> dict[str, Any]:
+        space = self.space("build")
+        config = configuration.load(space.builder.directory / "k8scc.yaml")
+        results: dict[str, Any] = {}
+        for platform in self.settings.platforms:
+            source, metadata = package_source(platform, self.scratch(f"src-{platform}"))
+            runs: list[dict[str, Any]] = []
+            for run in range(self.settings.build_runs):
+                measured: dict[str, Any] = {}
+                for side in stats.interleaved(run, "k8scc", "host"):
+                    if side == "k8scc":
+                        since = time.time()
+                        measured["k8scc_s"] = self._k8scc_build(space, platform, source, metadata)
+                        measured["window"] = (since, time.time())
+                    else:
+                        measured["host_s"] = self._host_build(config, platform, source)
+                self.log(
+                    f"build {platform} run {run + 1}: k8scc {measured['k8scc_s']:.1f} s, "
+                    f"host {measured['host_s']:.1f} s"
+                )
+                runs.append(measured)
+            for measured in runs:
+                requests = self.requests(space, *measured.pop("window"))
+                measured["requests"] = len(requests)
+                measured["breakdown"] = audit.breakdown(requests)
+            k8scc = [r["k8scc_s"] for r in runs]
+            host = [r["host_s"] for r in runs]
+            results[platform] = {
+                "k8scc_s": summary(k8scc),
+                "host_s": summary(host),
+                "ratio": summary(stats.paired_ratios(k8scc, host)),
+                "requests": summary([r["requests"] for r in runs]),
+                "breakdown": _median_run(runs, "requests")["breakdown"],
+                "runs": runs,
+            }
+        return results
+
+    def _k8scc_build(self, space: Space, platform: str, source: Path, metadata: Path) -> float:
+        output = self.scratch(f"bld-{platform}")
+        started = time.monotonic()
+        built = space.builder.run("build", source, metadata, output, timeout=1200)
+        elapsed = time.monotonic() - started
+        if built.returncode != 0 or not (output / "output" / BUILT_FILE[platform]).exists():
+            raise RuntimeError(f"k8scc build of {platform} failed:\n{built.stderr}")
+        shutil.rmtree(output)
+        return elapsed
+
+    def _host_build(self, config: configuration.Config, platform: str, source: Path) -> float:
+        root = self.scratch(f"host-{platform}")
+        settings = config.platforms[platform]
+        build = hostbuild.prepare(
+            config,
+            PLATFORMS[platform],
+            SAMPLE_PATHS[platform],
+            source,
+            root / "fs",
+            default_images().get(settings.build_image),
+            DEFAULT_PATH,
+        )
+        with (root / "build.log").open("wb") as log:
+            started = time.monotonic()
+            code = subprocess.run(
+                build.argv,
+                env=build.env,
+                cwd=build.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            ).returncode
+            elapsed = time.monotonic() - started
+        if code != 0 or not (build.output / BUILT_FILE[platform]).exists():
+            raise RuntimeError(f"host build of {platform} failed; see {root / 'build.log'}")
+        shutil.rmtree(root)
+        return elapsed
+
+    # -- 3. detect ------------------------------------------------------------------------------
+
+    def detect(self) -> dict[str, Any]:
+        space = self.space("detect")
+        source, metadata = package_source("golang", self.scratch("src-detect"))
+        times = []
+        for _ in range(max(self.settings.runs, 10)):
+            started = time.monotonic()
+            detected = space.builder.run("detect", source, metadata)
+            times.append((time.monotonic() - started) * 1000)
+            if detected.returncode != 0:
+                raise RuntimeError(f"detect failed:\n{detected.stderr}")
+        return summary(times)
+
+    # -- 2, 4, 5. launches: latency, memory, API load with and without unrelated pods ----------
+
+    def golang_output(self) -> Path:
+        """BUILD_OUTPUT_DIR of the Go sample as k8scc build leaves it: Fabric's build command
+        run on the host with its warm caches, plus k8scc-build.json."""
+        workdir = self.scratch("golang-output")
+        source, _ = package_source("golang", workdir)
+        config = configuration.load(self.space("output").builder.directory / "k8scc.yaml")
+        platform = PLATFORMS["golang"]
+        build = hostbuild.prepare(
+            config,
+            platform,
+            SAMPLE_PATHS["golang"],
+            source,
+            workdir / "fs",
+            None,
+            DEFAULT_PATH,
+        )
+        del build.env["HOME"]  # the host's own, with its caches
+        env = {**_host_env(), **build.env}
+        subprocess.run(build.argv, env=env, cwd=build.cwd, check=True, capture_output=True)
+        output = workdir / "bld"
+        shutil.copytree(build.output, output / "output")
+        shutil.copytree(source / "META-INF", output / "META-INF")
+        settings = config.platforms["golang"]
+        BuildInfo("golang", settings.build_image, settings.run_image, "asset_1.0", "bench").write(
+            output
+        )
+        return output
+
+    def launches(self, output: Path) -> dict[str, Any]:
+        empty, busy = self.space("empty"), self.space("busy")
+        self.add_unrelated_pods(busy, self.settings.unrelated_pods)
+        tiny = tiny_node_package(self.scratch("tiny"))
+        launch_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
+        build_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
+        with FakePeer(tls=True) as peer:
+            for run in range(self.settings.runs):
+                for key in stats.interleaved(run, "empty", "busy"):
+                    space = empty if key == "empty" else busy
+                    launched = self._launch(space, peer, output, f"{key}{run}")
+                    launch_runs[key].append(launched)
+                    self.log(
+                        f"launch {key} run {run + 1}: registered {launched['registered_s']:.2f} s, "
+                        f"steady RSS {launched['rss_steady_mb']:.1f} MB"
+                    )
+                for key in stats.interleaved(run, "empty", "busy"):
+                    space = empty if key == "empty" else busy
+                    build_runs[key].append(self._tiny_build(space, *tiny))
+        results: dict[str, Any] = {"unrelated_pods": self.settings.unrelated_pods}
+        api_build: dict[str, Any] = {}
+        for key, space in (("empty", empty), ("busy", busy)):
+            for measured in launch_runs[key]:
+                requests = self.requests(space, *measured.pop("window"))
+                registered = measured.pop("registered_wall")
+                measured["requests"] = len(requests)
+                measured["requests_to_registered"] = sum(r.received < registered for r in requests)
+                measured["breakdown"] = audit.breakdown(requests)
+            for measured in build_runs[key]:
+                requests = self.requests(space, *measured.pop("window"))
+                measured["requests"] = len(requests)
+                measured["breakdown"] = audit.breakdown(requests)
+            runs = launch_runs[key]
+            results[key] = {
+                name: summary([r[name] for r in runs])
+                for name in (
+                    "registered_s",
+                    "running_s",
+                    "rss_peak_mb",
+                    "rss_steady_mb",
+                    "requests",
+                    "requests_to_registered",
+                )
+            }
+            results[key]["breakdown"] = _median_run(runs, "requests")["breakdown"]
+            results[key]["runs"] = runs
+            api_build[key] = {
+                "requests": summary([r["requests"] for r in build_runs[key]]),
+                "breakdown": _median_run(build_runs[key], "requests")["breakdown"],
+                "runs": build_runs[key],
+            }
+        return {"launch": results, "api_build": api_build}
+
+    def _launch(self, space: Space, peer: FakePeer, output: Path, tag: str) -> dict[str, Any]:
+        chaincode_id = package_id(f"bench{tag}")
+        run_meta = self.scratch(f"run-{tag}")
+        (run_meta / "chaincode.json").write_text(json.dumps(peer.chaincode_json(chaincode_id)))
+        since = time.time()
+        started = time.monotonic()
+        run = space.builder.start("run", output, run_meta)
+        try:
+            if not peer.wait_registered(chaincode_id, timeout=300):
+                raise RuntimeError(f"{chaincode_id} never registered:\n{run.stderr}")
+            registered = time.monotonic() - started
+            registered_wall = time.time()
+            pod = names.chaincode_name(PEER_ID, chaincode_id)
+            running = space.watch.running_at(pod, timeout=60) - started
+            time.sleep(self.settings.settle_seconds)
+            memory = proc_status(run.process.pid)
+        finally:
+            run.stop()
+        if run.process.returncode == 0 or "stopped by SIGTERM" not in run.stderr:
+            raise RuntimeError(f"run did not stop as asked:\n{run.stderr}")
+        return {
+            "registered_s": registered,
+            "running_s": running,
+            "rss_peak_mb": memory["VmHWM"],
+            "rss_steady_mb": memory["VmRSS"],
+            "registered_wall": registered_wall,
+            "window": (since, time.time()),
+        }
+
+    def _tiny_build(self, space: Space, source: Path, metadata: Path) -> dict[str, Any]:
+        output = self.scratch("tiny-bld")
+        since = time.time()
+        built = space.builder.run("build", source, metadata, output)
+        if built.returncode != 0:
+            raise RuntimeError(f"build of a minimal node package failed:\n{built.stderr}")
+        return {"window": (since, time.time())}
+
+    # -- 6. concurrency -------------------------------------------------------------------------
+
+    def concurrency(self, output: Path) -> dict[str, Any]:
+        space = self.space("many")
+        levels = self.settings.concurrency
+        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in levels}
+        with FakePeer(tls=True, max_streams=max(levels) + 8) as peer:
+            for run in range(self.settings.runs):
+                order = levels if run % 2 == 0 else tuple(reversed(levels))
+                for count in order:
+                    measured = self._launch_many(space, peer, output, count, f"{count}x{run}")
+                    runs[count].append(measured)
+                    self.log(
+                        f"{count} launches run {run + 1}: {measured['registered']} registered "
+                        f"in {measured['all_registered_s']:.1f} s, "
+                        f"RSS {measured['rss_total_mb']:.0f} MB"
+                    )
+        return {
+            str(count): {
+                name: summary([r[name] for r in runs[count]])
+                for name in ("registered", "all_registered_s", "rss_total_mb", "rss_peak_total_mb")
+            }
+            | {"runs": runs[count]}
+            for count in levels
+        }
+
+    def _launch_many(
+        self, space: Space, peer: FakePeer, output: Path, count: int, tag: str
+    ) -> dict[str, Any]:
+        ids = [package_id(f"bench{tag}n{index}") for index in range(count)]
+        steps: list[RunningStep] = []
+        workdir = self.scratch(f"many-{tag}")
+        for index, chaincode_id in enumerate(ids):
+            run_meta = workdir / str(index)
+            run_meta.mkdir()
+            (run_meta / "chaincode.json").write_text(json.dumps(peer.chaincode_json(chaincode_id)))
+        started = time.monotonic()
+        try:
+            for index in range(count):
+                steps.append(space.builder.start("run", output, workdir / str(index)))
+            deadline = started + 600
+            while set(ids) - set(peer.registered()) and time.monotonic() < deadline:
+                if any(step.process.poll() is not None for step in steps):
+                    break
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            registered = len(set(ids) & set(peer.registered()))
+            time.sleep(self.settings.settle_seconds)
+            memory = [proc_status(s.process.pid) for s in steps if s.process.poll() is None]
+        finally:
+            stop_all(steps)
+        self._wait_no_pods(space)
+        return {
+            "registered": registered,
+            "all_registered_s": elapsed,
+            "rss_total_mb": sum(m["VmRSS"] for m in memory),
+            "rss_peak_total_mb": sum(m["VmHWM"] for m in memory),
+        }
+
+    def _wait_no_pods(self, space: Space, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while list(self.admin.list(Pod, namespace=space.name)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pods of {space.name} still there after {timeout} s")
+            time.sleep(0.5)
+
+    # -- 7. transfer ----------------------------------------------------------------------------
+
+    def transfer(self) -> dict[str, Any]:
+        workdir = self.scratch("transfer")
+        files = treegen.plan(self.settings.transfer_bytes)
+        tree = workdir / "tree"
+        treegen.write(tree, files)
+        volume = workdir / "volume"
+        volume.mkdir()
+        transfer = VolumeTransfer(volume)
+        runs = []
+        for run in range(self.settings.runs):
+            measured = {}
+            for side in stats.interleaved(run, "volume", "cp"):
+                started = time.monotonic()
+                if side == "volume":
+                    transfer.stage_build("bench", tree)
+                else:
+                    subprocess.run(["cp", "-a", str(tree), str(workdir / "copy")], check=True)
+                measured[f"{side}_s"] = time.monotonic() - started
+                transfer.remove("bench")
+                shutil.rmtree(workdir / "copy", ignore_errors=True)
+            runs.append(measured)
+            self.log(
+                f"transfer run {run + 1}: VolumeTransfer {measured['volume_s']:.2f} s, "
+                f"cp -a {measured['cp_s']:.2f} s"
+            )
+        shutil.rmtree(tree)
+        size = self.settings.transfer_bytes
+        volume_s = [r["volume_s"] for r in runs]
+        cp_s = [r["cp_s"] for r in runs]
+        return {
+            "bytes": size,
+            "files": len(files),
+            "volume_mb_s": summary([size / MB / s for s in volume_s]),
+            "cp_mb_s": summary([size / MB / s for s in cp_s]),
+            "ratio": summary(stats.paired_ratios(cp_s, volume_s)),
+            "runs": runs,
+        }
+
+
+def stop_all(steps: list[RunningStep], timeout: float = 120) -> None:
+    """SIGTERM to every run at once, then a wait: a second SIGTERM would cut their cleanup
+    short, and a kill would leave their pods behind."""
+    for step in steps:
+        with contextlib.suppress(ProcessLookupError):
+            step.process.terminate()
+    deadline = time.monotonic() + timeout
+    for step in steps:
+        try:
+            step.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            step.process.kill()
+            step.process.wait()
+
+
+def package_id(label: str) -> str:
+    return f"{label}_1.0:{hashlib.sha256(label.encode()).hexdigest()}"
+
+
+def tiny_node_package(workdir: Path) -> tuple[Path, Path]:
+    """A node package without dependencies, so its build costs little beyond k8scc's own work:
+    what the API-load comparison of builds needs."""
+    source = workdir / "src-dir" / "src"
+    source.mkdir(parents=True)
+    manifest = {"name": "bench-tiny", "version": "1.0.0", "scripts": {"start": "node index.js"}}
+    (source / "package.json").write_text(json.dumps(manifest))
+    (source / "index.js").write_text("console.log('bench');\n")
+    metadata = workdir / "metadata"
+    metadata.mkdir()
+    (metadata / "metadata.json").write_text(
+        json.dumps({"path": "", "type": "node", "label": "tiny_1.0"})
+    )
+    return source.parent, metadata
+
+
+def _host_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "TMPDIR")}

@@ -1,0 +1,113 @@
+"""The benchmark's markdown summary: one row per figure present, targets judged on the worst
+run, missed targets named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.report import markdown, rows, table
+
+pytestmark = pytest.mark.unit
+
+
+def s(median: float, low: float, high: float, runs: int = 3) -> dict[str, Any]:
+    return {"median": median, "min": low, "max": high, "runs": runs}
+
+
+def results(**parts: Any) -> dict[str, Any]:
+    base = {
+        "started": "2026-11-24T17:00:00+00:00",
+        "runs": 3,
+        "build_runs": 3,
+        "quick": False,
+        "cpus": 2,
+        "load_before": 1.5,
+        "duration_s": 600.0,
+        "notes": ["a note"],
+    }
+    return base | parts
+
+
+def launch(requests: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "registered_s": s(1.5, 1.2, 2.0),
+        "running_s": s(1.0, 0.9, 1.1),
+        "rss_peak_mb": s(28.0, 27.0, 29.0),
+        "rss_steady_mb": s(25.0, 24.0, 31.0),
+        "requests": requests,
+        "breakdown": {"create pods": 1, "watch pods": 1},
+    }
+
+
+def test_targets_hold_for_the_worst_run() -> None:
+    found = {
+        r.figure: r
+        for r in rows(
+            results(
+                detect_ms=s(50, 40, 70),
+                build={
+                    "golang": {
+                        "k8scc_s": s(11, 10, 12),
+                        "host_s": s(10, 10, 11),
+                        "ratio": s(1.05, 1.0, 1.09),
+                        "requests": s(4, 4, 4),
+                    }
+                },
+            )
+        )
+    }
+    assert found["detect"].met is False  # median 50 ms, but one run took 70
+    assert found["build golang: k8scc/host"].met is True
+    assert found["build golang: k8scc"].met is None  # no target
+
+
+def test_api_load_must_not_grow_with_unrelated_pods() -> None:
+    grows = rows(
+        results(
+            launch={"unrelated_pods": 200, "empty": launch(s(7, 7, 7)), "busy": launch(s(8, 7, 9))}
+        )
+    )
+    [growth] = [r for r in grows if "growth" in r.figure]
+    assert growth.met is False
+    assert growth.summary["max"] == 2
+    steady = rows(
+        results(
+            launch={"unrelated_pods": 200, "empty": launch(s(7, 7, 7)), "busy": launch(s(7, 7, 7))}
+        )
+    )
+    assert [r.met for r in steady if "growth" in r.figure] == [True]
+    labels = [r.figure for r in steady]
+    assert "API requests per launch (200 unrelated pods)" in labels
+    assert "run steady RSS (empty namespace)" in labels
+
+
+def test_concurrency_target_is_every_launch_registered() -> None:
+    part = {
+        "50": {
+            "registered": s(50, 49, 50),
+            "all_registered_s": s(30, 25, 40),
+            "rss_total_mb": s(1500, 1400, 1600),
+        }
+    }
+    [registered] = [r for r in rows(results(concurrency=part)) if r.figure.endswith(": registered")]
+    assert registered.met is False
+    assert registered.target == "all 50"
+
+
+def test_table_rows_and_summary_lines() -> None:
+    document = results(detect_ms=s(50, 40, 70))
+    text = table(rows(document))
+    assert text.splitlines()[2] == "| detect | 50 ms | 40 | 70 | 3 | ≤ 60 ms | **no** |"
+    page = markdown(document, ["x-launch.png"])
+    assert page.startswith("# k8scc benchmark 2026-11-24T17:00:00+00:00\n")
+    assert "Targets missed: detect." in page
+    assert "- a note" in page
+    assert "![x-launch.png](x-launch.png)" in page
+
+
+def test_breakdowns_are_listed_per_measurement() -> None:
+    page = markdown(results(launch={"unrelated_pods": 20, "empty": launch(s(2, 2, 2))}), plots=[])
+    assert "- launch (empty namespace): create pods: 1, watch pods: 1" in page
+    assert "Targets missed: run steady RSS (empty namespace)." in page
