@@ -97,6 +97,11 @@ class Testbed:
             self._agent_log.close()
         self._agent = None
 
+    @property
+    def agent_pid(self) -> int:
+        assert self._agent is not None, "the node agent is not running"
+        return self._agent.pid
+
     def restart_agent(self) -> None:
         """As a node's kubelet restarting, except that containers end with it: pods it had
         started are reported lost by the next agent (see PodWorker._report_lost)."""

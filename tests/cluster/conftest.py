@@ -22,9 +22,9 @@ def builder(
     return make_builder(testbed, namespace, volume_dir, tmp_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def golang_output(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """BUILD_OUTPUT_DIR of the Go sample, built once per module in a namespace of its own."""
+    """BUILD_OUTPUT_DIR of the Go sample, built once per session in a namespace of its own."""
     workdir = tmp_path_factory.mktemp("golang-build")
     namespace = f"build-{next(_modules)}-golang"
     testbed.control_plane.create_namespace(namespace)

@@ -1,0 +1,119 @@
+"""Steps running side by side: builds of different packages and of the same package at once,
+and two peers sharing a namespace and a transfer volume without touching each other's pods."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from lightkube.resources.core_v1 import Pod, Secret
+
+from k8scc.names import LABEL_PEER
+from testbed.cluster import Testbed
+from tests.cluster.test_failures import CHAINCODE_ID, launch
+from tests.cluster.test_steps import wait_clean
+from tests.support.builder import Builder, RunningStep, make_builder, package_source
+from tests.support.fakepeer import FakePeer
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+
+
+def node_package(workdir: Path, label: str) -> tuple[Path, Path]:
+    """The node sample under `label`, carrying a file that says which package it is."""
+    source, metadata = package_source("node", workdir, label=label)
+    (source / "src" / "package-label.txt").write_text(label)
+    return source, metadata
+
+
+def build_all(builder: Builder, packages: list[tuple[Path, Path]], workdir: Path) -> list[Path]:
+    outputs = []
+    steps = []
+    for index, (source, metadata) in enumerate(packages):
+        output = workdir / f"bld-{index}"
+        output.mkdir()
+        outputs.append(output)
+        steps.append(builder.start("build", source, metadata, output))
+    for step in steps:
+        try:
+            code = step.process.wait(480)
+        finally:
+            step.stop()
+        assert code == 0, step.stderr
+    return outputs
+
+
+def test_five_different_packages_build_at_once(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path
+) -> None:
+    labels = [f"pkg{i}_1.0" for i in range(5)]
+    packages = [node_package(tmp_path / label, label) for label in labels]
+    outputs = build_all(builder, packages, tmp_path)
+    for label, output in zip(labels, outputs, strict=True):
+        assert (output / "output" / "package-label.txt").read_text() == label
+        assert json.loads((output / "k8scc-build.json").read_text())["platform"] == "node"
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_the_same_package_installed_twice_at_once_builds_twice(
+    builder: Builder, admin: Client, namespace: str, tmp_path: Path
+) -> None:
+    package = node_package(tmp_path / "pkg", "asset_1.0")
+    outputs = build_all(builder, [package, package], tmp_path)
+    built = [sorted(p.relative_to(o) for p in o.rglob("*")) for o in outputs]
+    assert built[0] == built[1]
+    assert (outputs[0] / "output" / "package-label.txt").read_text() == "asset_1.0"
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def test_two_peers_share_a_namespace_without_touching_each_others_pods(
+    testbed: Testbed,
+    builder: Builder,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+    golang_output: Path,
+) -> None:
+    """Both peers launch the same chaincode id: each gets its own pod and Secret, and one
+    peer's relaunch, stop and cleanup leave the other's launch running."""
+    (tmp_path / "peer1").mkdir()
+    other = make_builder(
+        testbed, namespace, volume_dir, tmp_path / "peer1", {"peer": {"id": "peer1.org1"}}
+    )
+    with FakePeer(tls=True) as peer0, FakePeer(tls=True) as peer1:
+        first = launch(builder, golang_output, tmp_path / "a", peer0)
+        second = launch(other, golang_output, tmp_path / "b", peer1)
+        relaunch: RunningStep | None = None
+        try:
+            assert peer0.wait_registered(CHAINCODE_ID, 60), first.stderr
+            assert peer1.wait_registered(CHAINCODE_ID, 60), second.stderr
+            pods = {
+                str(p.metadata.name): p for p in admin.list(Pod, namespace=namespace) if p.metadata
+            }
+            assert len(pods) == 2
+            peers = {p.metadata.labels[LABEL_PEER] for p in pods.values()}  # type: ignore[index, union-attr]
+            assert len(peers) == 2
+            [theirs] = [n for n in pods if _launched_by(second.stderr, n)]
+            # peer0 relaunches (the stale launch is replaced) and then stops for good.
+            relaunch = launch(builder, golang_output, tmp_path / "c", peer0)
+            assert first.process.wait(60) == 1
+            assert relaunch.wait_for_line("chaincode pod started", 60), relaunch.stderr
+            assert relaunch.stop() != 0
+            left = {p.metadata.name: p for p in admin.list(Pod, namespace=namespace) if p.metadata}
+            assert list(left) == [theirs]
+            assert left[theirs].metadata.uid == pods[theirs].metadata.uid  # type: ignore[union-attr]
+            assert [s.metadata.name for s in admin.list(Secret, namespace=namespace)] == [theirs]  # type: ignore[union-attr]
+            assert [d.name for d in volume_dir.iterdir() if d.name.startswith(theirs)]
+            assert second.process.poll() is None
+        finally:
+            for step in (first, second, relaunch):
+                if step is not None:
+                    step.stop()
+    assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def _launched_by(stderr: str, pod: str) -> bool:
+    return re.search(rf"pod={re.escape(pod)}\b", stderr) is not None
