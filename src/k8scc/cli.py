@@ -1,6 +1,7 @@
 """The `k8scc` command: the four builder steps, `install-builder` to lay out a builder
-directory the peer's core.yaml can point at, and `render` to show the exact objects a step
-would create without creating anything."""
+directory the peer's core.yaml can point at, `core-yaml` to add that directory to a core.yaml,
+`render` to show the exact objects a step would create without creating anything, and `doctor`
+to check a peer's setup."""
 
 from __future__ import annotations
 
