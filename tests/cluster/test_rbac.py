@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from lightkube import Client
+from lightkube.resources.core_v1 import Pod
 
 from testbed.cluster import Testbed
 from tests.support.builder import apply_rbac, make_builder, package_source, rbac_rules
@@ -89,6 +90,7 @@ def test_a_step_fails_naming_the_missing_permission(
         result = builder.run("build", source, metadata, output)
         code, stderr = result.returncode, result.stderr
         assert list(output.iterdir()) == []
+    admin.delete(Pod, "peer0", namespace=namespace, grace_period=0)
     assert code != 0
     errors = [line for line in stderr.splitlines() if re.search(r"\]: error: ", line)]
     assert len(errors) == 1, stderr

@@ -13,7 +13,7 @@ from lightkube import Client
 from testbed.cluster import Testbed
 from tests.cluster.test_failures import launch
 from tests.cluster.test_steps import wait_clean
-from tests.support.builder import Builder
+from tests.support.builder import Builder, apply_rbac, make_builder
 from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
@@ -51,17 +51,37 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_a_hundred_launches_leave_nothing_and_nothing_grows(
-    testbed: Testbed,
-    builder: Builder,
-    admin: Client,
-    namespace: str,
-    tmp_path: Path,
-    golang_output: Path,
+    tmp_path: Path, golang_output: Path
 ) -> None:
+    # A test bed of its own, so that what the node agent holds is this test's alone.
+    with Testbed(tmp_path / "bed") as testbed:
+        testbed.control_plane.create_namespace("soak")
+        volume = tmp_path / "volume"
+        volume.mkdir(mode=0o777)
+        volume.chmod(0o777)
+        testbed.control_plane.create_local_volume("soak", "transfer", volume)
+        apply_rbac(testbed.control_plane, "soak")
+        builder = make_builder(testbed, "soak", volume, tmp_path)
+        admin = testbed.control_plane.client()
+        try:
+            samples = soak(testbed, builder, admin, golang_output, tmp_path)
+        finally:
+            admin.close()
+    first, last = samples
+    grown = {key: (first[key], last[key]) for key in first if last[key] > first[key] + SLACK}
+    assert grown == {}, f"grew from launch {WARM_UP} to {LAUNCHES}: {grown}"
+    assert last["agent children"] == 0 and last["pod directories"] == 0, last
+    print(f"held after launch {WARM_UP}: {first}; after launch {LAUNCHES}: {last}")
+
+
+def soak(
+    testbed: Testbed, builder: Builder, admin: Client, output: Path, workdir: Path
+) -> list[dict[str, int]]:
+    """Launches and stops LAUNCHES times; what is held after WARM_UP launches and at the end."""
     samples = []
     with FakePeer(tls=True) as peer:
         for index in range(LAUNCHES):
-            run = launch(builder, golang_output, tmp_path / f"run-{index}", peer)
+            run = launch(builder, output, workdir / f"run-{index}", peer)
             try:
                 deadline = time.monotonic() + 60
                 while len(peer.registrations()) <= index and time.monotonic() < deadline:
@@ -70,11 +90,7 @@ def test_a_hundred_launches_leave_nothing_and_nothing_grows(
             finally:
                 code = run.stop()
             assert code != 0 and "stopped by SIGTERM" in run.stderr, run.stderr
-            assert wait_clean(admin, namespace, builder.transfer) == [], f"launch {index + 1}"
+            assert wait_clean(admin, "soak", builder.transfer) == [], f"launch {index + 1}"
             if index + 1 in (WARM_UP, LAUNCHES):
                 samples.append(held(testbed))
-    first, last = samples
-    grown = {key: (first[key], last[key]) for key in first if last[key] > first[key] + SLACK}
-    assert grown == {}, f"grew from launch {WARM_UP} to {LAUNCHES}: {grown}"
-    assert last["agent children"] == 0 and last["pod directories"] == 0, last
-    print(f"held after launch {WARM_UP}: {first}; after launch {LAUNCHES}: {last}")
+    return samples

@@ -349,26 +349,34 @@ def test_concurrent_pods_all_complete(admin: Client, namespace: str) -> None:
 
 
 def test_a_restarted_agent_reports_the_pods_it_lost_and_reruns_restartable_ones(
-    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path
+    tmp_path: Path,
 ) -> None:
-    admin.create(shell_pod("once", "sleep 300"), namespace=namespace)
-    always = shell_pod(
-        "always",
-        "echo started >> /out/runs; sleep 300",
-        restartPolicy="Always",
-        volumes=[{"name": "v", "persistentVolumeClaim": {"claimName": "transfer"}}],
-        container={"volumeMounts": [{"name": "v", "mountPath": "/out"}]},
-    )
-    admin.create(always, namespace=namespace)
-    for name in ("once", "always"):
-        wait_for(admin, name, namespace, phase_in("Running"))
-    testbed.restart_agent()
-    lost = wait_for(admin, "once", namespace, phase_in("Failed", "Succeeded"))
-    assert lost["status"]["phase"] == "Failed"
-    assert terminated(lost)["reason"] == "ContainerStatusUnknown"
-    assert terminated(lost)["exitCode"] == 137
-    deadline = time.monotonic() + 60
-    while (volume_dir / "runs").read_text().count("started") < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert (volume_dir / "runs").read_text() == "started\nstarted\n"
-    admin.delete(Pod, "always", namespace=namespace, grace_period=0)
+    # A test bed of its own: the pods other tests left in the session's would be rerun too.
+    with Testbed(tmp_path / "bed") as bed:
+        bed.control_plane.create_namespace("restart")
+        volume = tmp_path / "volume"
+        volume.mkdir(mode=0o777)
+        volume.chmod(0o777)
+        bed.control_plane.create_local_volume("restart", "transfer", volume)
+        admin = bed.control_plane.client()
+        admin.create(shell_pod("once", "sleep 300"), namespace="restart")
+        always = shell_pod(
+            "always",
+            "echo started >> /out/runs; sleep 300",
+            restartPolicy="Always",
+            volumes=[{"name": "v", "persistentVolumeClaim": {"claimName": "transfer"}}],
+            container={"volumeMounts": [{"name": "v", "mountPath": "/out"}]},
+        )
+        admin.create(always, namespace="restart")
+        for name in ("once", "always"):
+            wait_for(admin, name, "restart", phase_in("Running"))
+        bed.restart_agent()
+        lost = wait_for(admin, "once", "restart", phase_in("Failed", "Succeeded"))
+        assert lost["status"]["phase"] == "Failed"
+        assert terminated(lost)["reason"] == "ContainerStatusUnknown"
+        assert terminated(lost)["exitCode"] == 137
+        deadline = time.monotonic() + 60
+        while (volume / "runs").read_text().count("started") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (volume / "runs").read_text() == "started\nstarted\n"
+        admin.close()
