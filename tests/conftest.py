@@ -11,6 +11,7 @@ import pytest
 from lightkube import Client
 
 from testbed.cluster import Testbed
+from tests.support.builder import transfer_volume
 
 _counter = itertools.count(1)
 
@@ -44,8 +45,4 @@ def admin(testbed: Testbed) -> Iterator[Client]:
 @pytest.fixture
 def volume_dir(testbed: Testbed, namespace: str, tmp_path: Path) -> Path:
     """A directory behind the PVC `transfer` of the test's namespace."""
-    directory = tmp_path / "volume"
-    directory.mkdir()
-    directory.chmod(0o777)
-    testbed.control_plane.create_local_volume(namespace, "transfer", directory)
-    return directory
+    return transfer_volume(testbed.control_plane, namespace, tmp_path / "volume")

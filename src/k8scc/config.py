@@ -112,7 +112,7 @@ class _Reader:
         if data is None:
             return {}
         if not isinstance(data, dict):
-            self.errors.append(f"{where}: expected a mapping, got {_kind(data)}")
+            self.errors.append(f"{where}: expected a mapping, got {kind_of(data)}")
             return {}
         for key in data:
             if key not in known:
@@ -138,7 +138,7 @@ class _Reader:
             self.errors.append(f"{name}: expected {_names(expected)}, got a boolean")
             return default
         if not isinstance(value, expected):
-            self.errors.append(f"{name}: expected {_names(expected)}, got {_kind(value)}")
+            self.errors.append(f"{name}: expected {_names(expected)}, got {kind_of(value)}")
             return default
         problem = check(value) if check else None
         if problem:
@@ -162,7 +162,7 @@ class _Reader:
                 self.errors.append(f"{name}: keys must be strings")
                 continue
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                self.errors.append(f"{name}: expected a string, got {_kind(v)}")
+                self.errors.append(f"{name}: expected a string, got {kind_of(v)}")
                 continue
             problem = (check_key(k) if check_key else None) or (
                 check_value(str(v)) if check_value else None
@@ -203,7 +203,10 @@ class _Reader:
         return Resources(requests, limits)
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """A YAML value's type as an error message names it."""
+    if isinstance(value, bool):
+        return "a boolean"
     return {
         dict: "a mapping",
         list: "a list",
@@ -345,7 +348,7 @@ def parse(text: str, path: Path | None = None) -> Config:
     for index, toleration in enumerate(tolerations):
         if not isinstance(toleration, dict):
             r.errors.append(
-                f"pod.tolerations[{index}]: expected a mapping, got {_kind(toleration)}"
+                f"pod.tolerations[{index}]: expected a mapping, got {kind_of(toleration)}"
             )
     secrets = r.get(pod, "imagePullSecrets", "pod", list, [])
     for index, secret in enumerate(secrets):

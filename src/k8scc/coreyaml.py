@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from k8scc.config import CONFIG_ENV
+from k8scc.config import CONFIG_ENV, kind_of
 from k8scc.errors import K8sccError
 
 DEFAULT_NAME = "k8scc"
@@ -61,17 +61,17 @@ def merge(document: Any, entry: dict[str, Any]) -> dict[str, Any]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise K8sccError(f"expected a mapping at the top level, got {_kind(document)}")
+        raise K8sccError(f"expected a mapping at the top level, got {kind_of(document)}")
     chaincode = document.get("chaincode")
     if chaincode is None:
         chaincode = {}
     if not isinstance(chaincode, dict):
-        raise K8sccError(f"chaincode: expected a mapping, got {_kind(chaincode)}")
+        raise K8sccError(f"chaincode: expected a mapping, got {kind_of(chaincode)}")
     builders = chaincode.get("externalBuilders")
     if builders is None:
         builders = []
     if not isinstance(builders, list):
-        raise K8sccError(f"chaincode.externalBuilders: expected a list, got {_kind(builders)}")
+        raise K8sccError(f"chaincode.externalBuilders: expected a list, got {kind_of(builders)}")
     merged: list[Any] = []
     placed = False
     for builder in builders:
@@ -147,15 +147,3 @@ def core_yaml(core: Path | None, entry: dict[str, Any], in_place: bool) -> str |
     except OSError as error:
         raise K8sccError(f"cannot write {core}: {error.strerror or error}") from None
     return None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)

@@ -7,7 +7,13 @@ import pytest
 from lightkube import Client
 
 from testbed.cluster import Testbed
-from tests.support.builder import Builder, apply_rbac, make_builder, package_source
+from tests.support.builder import (
+    Builder,
+    apply_rbac,
+    make_builder,
+    package_source,
+    transfer_volume,
+)
 
 _modules = itertools.count(1)
 
@@ -28,10 +34,7 @@ def golang_output(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) ->
     workdir = tmp_path_factory.mktemp("golang-build")
     namespace = f"build-{next(_modules)}-golang"
     testbed.control_plane.create_namespace(namespace)
-    volume = workdir / "volume"
-    volume.mkdir(mode=0o777)
-    volume.chmod(0o777)
-    testbed.control_plane.create_local_volume(namespace, "transfer", volume)
+    volume = transfer_volume(testbed.control_plane, namespace, workdir / "volume")
     client = testbed.control_plane.client()
     apply_rbac(testbed.control_plane, namespace)
     client.close()

@@ -13,7 +13,7 @@ from lightkube import Client
 from testbed.cluster import Testbed
 from tests.cluster.test_failures import launch
 from tests.cluster.test_steps import wait_clean
-from tests.support.builder import Builder, apply_rbac, make_builder
+from tests.support.builder import Builder, apply_rbac, make_builder, transfer_volume
 from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
@@ -56,10 +56,7 @@ def test_a_hundred_launches_leave_nothing_and_nothing_grows(
     # A test bed of its own, so that what the node agent holds is this test's alone.
     with Testbed(tmp_path / "bed") as testbed:
         testbed.control_plane.create_namespace("soak")
-        volume = tmp_path / "volume"
-        volume.mkdir(mode=0o777)
-        volume.chmod(0o777)
-        testbed.control_plane.create_local_volume("soak", "transfer", volume)
+        volume = transfer_volume(testbed.control_plane, "soak", tmp_path / "volume")
         apply_rbac(testbed.control_plane, "soak")
         builder = make_builder(testbed, "soak", volume, tmp_path)
         admin = testbed.control_plane.client()

@@ -31,6 +31,14 @@ def apply_rbac(
     control_plane.create_objects(namespace, rbac_documents(rules))
 
 
+def transfer_volume(control_plane: ControlPlane, namespace: str, directory: Path) -> Path:
+    """`directory`, made writable for every pod user, behind the PVC `transfer` of `namespace`."""
+    directory.mkdir(exist_ok=True)
+    directory.chmod(0o777)
+    control_plane.create_local_volume(namespace, "transfer", directory)
+    return directory
+
+
 def rbac_rules() -> list[dict[str, Any]]:
     [role] = [d for d in rbac_documents() if d["kind"] == "Role"]
     return list(role["rules"])

@@ -16,6 +16,7 @@ from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from testbed.cluster import UNAVAILABLE_IMAGES, Testbed
 from testbed.objects import load
+from tests.support.builder import transfer_volume
 from tests.support.pods import RESTRICTED_CONTAINER, phase_in, shell_pod, terminated, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
@@ -354,10 +355,7 @@ def test_a_restarted_agent_reports_the_pods_it_lost_and_reruns_restartable_ones(
     # A test bed of its own: the pods other tests left in the session's would be rerun too.
     with Testbed(tmp_path / "bed") as bed:
         bed.control_plane.create_namespace("restart")
-        volume = tmp_path / "volume"
-        volume.mkdir(mode=0o777)
-        volume.chmod(0o777)
-        bed.control_plane.create_local_volume("restart", "transfer", volume)
+        volume = transfer_volume(bed.control_plane, "restart", tmp_path / "volume")
         admin = bed.control_plane.client()
         admin.create(shell_pod("once", "sleep 300"), namespace="restart")
         always = shell_pod(
