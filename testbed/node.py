@@ -613,7 +613,8 @@ class PodWorker:
     def _report_lost(self) -> None:
         """A pod an earlier agent started: its containers ended with that agent, so, as a
         kubelet does for containers it cannot find, they are reported terminated with
-        ContainerStatusUnknown. Pods that may restart their containers simply run again."""
+        ContainerStatusUnknown. Pods that may restart their containers run again (not relied on by
+        any test: a rerun after a restart was seen to stall once)."""
         self.start_time = self.pod["status"]["startTime"]
         for container in self.spec["containers"]:
             self.statuses[container["name"]] = self._container_status(
