@@ -1,27 +1,29 @@
-"""All of k8scc's Kubernetes I/O: the client, creating and deleting its objects, watching one
-pod and following its log. Transient failures (connection refused while the API server
-restarts, 5xx, 429) are retried with bounded backoff; everything else becomes one K8sccError
-line naming the object and what Kubernetes said.
+"""All of k8scc's Kubernetes I/O, over the standard library's HTTPS client: creating and
+deleting its objects, watching one pod and following its log. Transient failures (connection
+refused while the API server restarts, 5xx, 429) are retried with bounded backoff; everything
+else becomes one K8sccError line naming the object and what Kubernetes said.
+
+Why not a client library: `run` stays resident for as long as its chaincode runs, one process per
+chaincode, and the few REST calls k8scc makes do not justify the ~15 MB that an HTTP client stack
+adds to each of them (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx2
-from lightkube import ApiError, Client, KubeConfig
-from lightkube.config.models import Cluster, User
-from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
-from lightkube.resources.authentication_v1 import SelfSubjectReview
-from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
-from lightkube.resources.core_v1 import Pod, Secret
-
+from k8scc import kubeconfig
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.render import Owner
@@ -30,87 +32,240 @@ T = TypeVar("T")
 RETRY_SECONDS = 30.0
 AUTHZ_WARMUP_SECONDS = 15.0
 WATCH_SECONDS = 60
+REQUEST_SECONDS = 15.0
+# A watch is silent for up to WATCH_SECONDS before the server ends it; only longer is a dead link.
+WATCH_READ_SECONDS = WATCH_SECONDS + 30
+FIELD_MANAGER = "k8scc"
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# What a request can fail with before the API server answers: refused, reset, timed out, TLS.
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
 
 
 def _status_code(error: Exception) -> int | None:
-    if isinstance(error, ApiError):
-        return error.status.code
-    if isinstance(error, httpx2.HTTPStatusError):
-        return error.response.status_code
-    return None
+    return error.code if isinstance(error, ApiError) else None
 
 
 def _unavailable(error: Exception) -> bool:
     code = _status_code(error)
     if code is not None:
         return code in (429, 500, 502, 503, 504)
-    return isinstance(error, httpx2.TransportError)
+    # A certificate that does not verify will not verify on the next attempt either.
+    return isinstance(error, TRANSPORT_ERRORS) and not isinstance(
+        error, ssl.SSLCertVerificationError
+    )
 
 
 def describe(error: Exception) -> str:
     """What Kubernetes said, in one line."""
     if isinstance(error, ApiError):
-        return str(error.status.message or error.status.reason or error)
-    if isinstance(error, httpx2.HTTPStatusError):
-        # Streamed responses (watch, log) carry the Status in a body not read yet.
+        return error.message
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _message(body: bytes, code: int) -> str:
+    """The message of the Status object an error response carries."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        status = None
+    return _status_text(status, code)
+
+
+def _status_text(status: Any, code: int) -> str:
+    text = (status.get("message") or status.get("reason")) if isinstance(status, dict) else None
+    return " ".join(str(text).split()) if text else f"HTTP {code}"
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection that can check the certificate against a name other than the host
+    (a kubeconfig's tls-server-name)."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._tls = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.host, self.port), self.timeout)
         try:
-            error.response.read()
-            message = error.response.json().get("message")
-        except Exception:
-            message = None
-        return str(message or f"HTTP {error.response.status_code}")
-    return f"{type(error).__name__}: {error}"
+            self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
+        except BaseException:
+            raw.close()
+            raise
+
+
+def _tls_context(
+    credentials: kubeconfig.Credentials, cert: str | None, key: str | None
+) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if credentials.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif credentials.ca_pem:
+        context.load_verify_locations(cadata=credentials.ca_pem)
+    else:
+        context.load_default_certs()
+    if cert and key:
+        # load_cert_chain reads only files: hand it memory-backed ones, so the key never
+        # touches a disk.
+        files = []
+        try:
+            for pem in (cert, key):
+                fd = os.memfd_create("k8scc-client", os.MFD_CLOEXEC)
+                files.append(fd)
+                os.write(fd, pem.encode())
+            context.load_cert_chain(f"/proc/self/fd/{files[0]}", f"/proc/self/fd/{files[1]}")
+        finally:
+            for fd in files:
+                os.close(fd)
+    return context
+
+
+class _Http:
+    """HTTPS requests to one API server, each on a connection of its own: a step makes only a
+    handful, and a fresh connection never meets a keep-alive one the server has dropped, whose
+    retry could repeat a create."""
+
+    def __init__(self, credentials: kubeconfig.Credentials, timeout: float) -> None:
+        url = urlsplit(credentials.server)
+        self.host = url.hostname or ""
+        self.port = url.port or 443
+        self.prefix = url.path.rstrip("/")
+        self.credentials = credentials
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._exec: kubeconfig.ExecCredential | None = None
+        self._renew = 0.0
+        self._context = _tls_context(
+            credentials, credentials.client_cert_pem, credentials.client_key_pem
+        )
+
+    def _token(self) -> str | None:
+        """The bearer token for the next request. A token file is read every time, since
+        ServiceAccount tokens are rotated in place; an exec plugin runs again near expiry."""
+        credentials = self.credentials
+        if credentials.exec_plugin is not None:
+            with self._lock:
+                if self._exec is None or time.time() >= self._renew:
+                    self._exec = kubeconfig.run_exec_plugin(credentials.exec_plugin)
+                    self._renew = kubeconfig.renew_at(self._exec)
+                    if self._exec.client_cert_pem:
+                        self._context = _tls_context(
+                            credentials, self._exec.client_cert_pem, self._exec.client_key_pem
+                        )
+                return self._exec.token
+        if credentials.token_file is not None:
+            try:
+                return credentials.token_file.read_text().strip()
+            except OSError as error:
+                raise K8sccError(
+                    f"cannot read token {credentials.token_file}: {error.strerror}"
+                ) from None
+        return credentials.token
+
+    def _send(
+        self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str
+    ) -> _Connection:
+        headers = {"Accept": "application/json", "User-Agent": "k8scc"}
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
+        connection = _Connection(
+            self.host,
+            self.port,
+            self.timeout,
+            self._context,
+            self.credentials.tls_server_name or self.host,
+        )
+        try:
+            connection.request(method, target, body=payload, headers=headers)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        connection = self._send(method, path, query, body, content_type)
+        try:
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise ApiError(response.status, _message(data, response.status))
+        result = json.loads(data) if data else {}
+        return result if isinstance(result, dict) else {}
+
+    @contextmanager
+    def stream(
+        self, path: str, query: dict[str, Any], read_timeout: float | None
+    ) -> Iterator[http.client.HTTPResponse]:
+        """A GET whose body arrives over time (watch, log), read with `read_timeout`."""
+        connection = self._send("GET", path, query, None, "")
+        try:
+            response = connection.getresponse()
+            if response.status >= 400:
+                raise ApiError(response.status, _message(response.read(), response.status))
+            if connection.sock is not None:
+                connection.sock.settimeout(read_timeout)
+            yield response
+        finally:
+            connection.close()
 
 
 class Kube:
     def __init__(self, config: Config) -> None:
         self.config = config
-        kubeconfig = self._kubeconfig(config)
-        self.client = Client(kubeconfig, field_manager="k8scc", timeout=httpx2.Timeout(15.0))
-        self.namespace = self._namespace(config, kubeconfig)
+        try:
+            credentials = self._credentials(config)
+            self._http = _Http(credentials, REQUEST_SECONDS)
+        except (K8sccError, ssl.SSLError, ValueError) as error:
+            raise K8sccError(f"cannot load Kubernetes credentials: {error}") from None
+        self.namespace = config.namespace or credentials.namespace or "default"
         # Lowered while cleaning up after SIGTERM: the peer kills us 5 s later.
         self.retry_seconds = RETRY_SECONDS
         self._outage_seen = -AUTHZ_WARMUP_SECONDS
 
     @staticmethod
-    def _kubeconfig(config: Config) -> KubeConfig:
+    def _credentials(config: Config) -> kubeconfig.Credentials:
         """An explicit kubeconfig, else the pod's ServiceAccount. The API address comes from
         KUBERNETES_SERVICE_HOST/PORT when the peer propagates them, else from the config, so
         in-cluster works with the peer's pruned environment."""
-        try:
-            if config.kubeconfig:
-                return KubeConfig.from_file(config.kubeconfig)
-            account = config.service_account_dir
-            host = os.environ.get("KUBERNETES_SERVICE_HOST")
-            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            if host and ":" in host:
-                host = f"[{host}]"  # IPv6
-            server = f"https://{host}:{port}" if host else config.kubernetes_server
-            if not (account / "token").is_file():
-                raise K8sccError(
-                    f"no kubeconfig configured and no ServiceAccount token at {account}/token"
-                )
-            return KubeConfig.from_one(
-                cluster=Cluster(server=server, certificate_auth=str(account / "ca.crt")),
-                user=User(token_file=str(account / "token")),
-                namespace=_read(account / "namespace"),
-            )
-        except K8sccError:
-            raise
-        except Exception as error:
-            raise K8sccError(f"cannot load Kubernetes credentials: {describe(error)}") from None
-
-    @staticmethod
-    def _namespace(config: Config, kubeconfig: KubeConfig) -> str:
-        if config.namespace:
-            return config.namespace
-        context = kubeconfig.get()
-        if context is not None and context.namespace:
-            return str(context.namespace)
-        return "default"
+        if config.kubeconfig:
+            return kubeconfig.from_file(config.kubeconfig)
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if host and ":" in host:
+            host = f"[{host}]"  # IPv6
+        server = f"https://{host}:{port}" if host else config.kubernetes_server
+        return kubeconfig.in_cluster(config.service_account_dir, server)
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing stays open between requests; kept so callers need not know that."""
 
     def _transient(self, error: Exception) -> bool:
         """Worth retrying: the API server is unavailable, or came back so recently that its
@@ -128,7 +283,7 @@ class Kube:
         while True:
             try:
                 return action()
-            except httpx2.HTTPError as error:
+            except (ApiError, *TRANSPORT_ERRORS) as error:
                 if _status_code(error) in tolerate:
                     return None
                 if not self._transient(error) or time.monotonic() + delay > deadline:
@@ -136,20 +291,27 @@ class Kube:
                 time.sleep(delay)
                 delay = min(delay * 2, 3.0)
 
+    def _path(self, plural: str, name: str = "", suffix: str = "") -> str:
+        path = f"/api/v1/namespaces/{quote(self.namespace)}/{plural}"
+        if name:
+            path += f"/{quote(name)}"
+        return path + suffix
+
     # -- objects ------------------------------------------------------------------------------
 
-    def _create(self, kind: Any, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    def _create(self, plural: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """The created object, or None when one of that name exists already."""
         name = manifest["metadata"]["name"]
-        created = self._call(
-            f"cannot create {kind.__name__.lower()} {name} in namespace {self.namespace}",
-            lambda: self.client.create(kind.from_dict(manifest), namespace=self.namespace),
+        return self._call(
+            f"cannot create {plural[:-1]} {name} in namespace {self.namespace}",
+            lambda: self._http.request(
+                "POST", self._path(plural), {"fieldManager": FIELD_MANAGER}, manifest
+            ),
             tolerate=(409,),
         )
-        return None if created is None else dict(created.to_dict())
 
     def create_pod(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        pod = self._create(Pod, manifest)
+        pod = self._create("pods", manifest)
         if pod is None:
             raise K8sccError(f"pod {manifest['metadata']['name']} exists already")
         return pod
@@ -157,7 +319,7 @@ class Kube:
     def replace_pod(self, manifest: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
         """Creates the pod, first removing a previous incarnation of the same name."""
         name = manifest["metadata"]["name"]
-        pod = self._create(Pod, manifest)
+        pod = self._create("pods", manifest)
         if pod is None:
             self.delete_pod(name, grace=0)
             if not self.wait_pod_gone(name, wait_seconds):
@@ -167,10 +329,10 @@ class Kube:
 
     def replace_secret(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Creates the Secret, first removing one of the same name left by an earlier launch."""
-        secret = self._create(Secret, manifest)
+        secret = self._create("secrets", manifest)
         if secret is None:
             self.delete_secret(manifest["metadata"]["name"])
-            secret = self._create(Secret, manifest)
+            secret = self._create("secrets", manifest)
             if secret is None:
                 raise K8sccError(f"secret {manifest['metadata']['name']} exists already")
         return secret
@@ -178,44 +340,42 @@ class Kube:
     def set_secret_owners(self, name: str, owners: list[dict[str, Any]]) -> None:
         self._call(
             f"cannot update secret {name}",
-            lambda: self.client.patch(
-                Secret, name, {"metadata": {"ownerReferences": owners}}, namespace=self.namespace
+            lambda: self._http.request(
+                "PATCH",
+                self._path("secrets", name),
+                {"fieldManager": FIELD_MANAGER},
+                {"metadata": {"ownerReferences": owners}},
+                "application/merge-patch+json",
             ),
         )
 
     def get_pod(self, name: str) -> dict[str, Any] | None:
-        pod = self._call(
+        return self._call(
             f"cannot read pod {name}",
-            lambda: self.client.get(Pod, name, namespace=self.namespace),
+            lambda: self._http.request("GET", self._path("pods", name)),
             tolerate=(404,),
         )
-        return None if pod is None else dict(pod.to_dict())
 
-    def _delete(self, kind: Any, name: str, grace: int | None, uid: str | None) -> None:
+    def _delete(self, plural: str, name: str, grace: int | None, uid: str | None) -> None:
         """DELETE; given `uid`, with a precondition so that only that incarnation of the name
         goes: a `run` that ends must never remove what the launch replacing it created. A
-        failed precondition (409) or a missing object (404) is fine. lightkube's delete()
-        sends no body, so its request builder carries the DeleteOptions."""
-        generic = self.client._client
+        failed precondition (409) or a missing object (404) is fine."""
         options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if grace is not None:
             options["gracePeriodSeconds"] = grace
         if uid is not None:
             options["preconditions"] = {"uid": uid}
-
-        def delete() -> None:
-            request = generic.prepare_request("delete", kind, name=name, namespace=self.namespace)
-            request.data = options
-            response = generic.send(generic.build_adapter_request(request))
-            response.raise_for_status()
-
-        self._call(f"cannot delete {kind.__name__.lower()} {name}", delete, tolerate=(404, 409))
+        self._call(
+            f"cannot delete {plural[:-1]} {name}",
+            lambda: self._http.request("DELETE", self._path(plural, name), body=options),
+            tolerate=(404, 409),
+        )
 
     def delete_pod(self, name: str, grace: int | None = None, uid: str | None = None) -> None:
-        self._delete(Pod, name, grace, uid)
+        self._delete("pods", name, grace, uid)
 
     def delete_secret(self, name: str, uid: str | None = None) -> None:
-        self._delete(Secret, name, None, uid)
+        self._delete("secrets", name, None, uid)
 
     def wait_pod_gone(self, name: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -234,6 +394,29 @@ class Kube:
 
     # -- watching and logs --------------------------------------------------------------------
 
+    def _pod_events(
+        self, name: str, version: str, stop: threading.Event
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One watch request; an ERROR event (such as 410 Gone) is raised as its Status."""
+        query = {
+            "watch": "true",
+            "fieldSelector": f"metadata.name={name}",
+            "resourceVersion": version,
+            "timeoutSeconds": WATCH_SECONDS,
+        }
+        with self._http.stream(self._path("pods"), query, WATCH_READ_SECONDS) as response:
+            for line in response:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, body = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    code = int(body.get("code") or 500)
+                    raise ApiError(code, _status_text(body, code))
+                yield kind, body
+                if stop.is_set():
+                    return
+
     def watch_pod(
         self, name: str, resource_version: str, stop: threading.Event
     ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -251,23 +434,16 @@ class Kube:
                 version = current["metadata"]["resourceVersion"]
                 yield "MODIFIED", current
             try:
-                for kind, pod in self.client.watch(
-                    Pod,
-                    namespace=self.namespace,
-                    fields={"metadata.name": name},
-                    resource_version=version,
-                    server_timeout=WATCH_SECONDS,
-                ):
-                    data = dict(pod.to_dict())
+                for kind, data in self._pod_events(name, version, stop):
                     version = data["metadata"]["resourceVersion"]
                     delay = 0.2
                     yield kind, data
                     if stop.is_set():
                         return
-            except httpx2.HTTPError as error:
+            except (ApiError, ValueError, *TRANSPORT_ERRORS) as error:
                 if _status_code(error) == 410:
                     version = None
-                elif not self._transient(error):
+                elif isinstance(error, ValueError) or not self._transient(error):
                     raise K8sccError(f"watching pod {name}: {describe(error)}") from None
                 stop.wait(delay)
                 delay = min(delay * 2, 3.0)
@@ -281,25 +457,22 @@ class Kube:
         since: int | None = None
         while not stop.is_set():
             resume_after = seen
+            query: dict[str, Any] = {"container": container, "follow": "true", "timestamps": "true"}
+            if since is not None:
+                query["sinceSeconds"] = since
             try:
-                for raw in self.client.log(
-                    name,
-                    namespace=self.namespace,
-                    container=container,
-                    follow=True,
-                    timestamps=True,
-                    since=since,
-                    newlines=False,
-                ):
-                    stamp, _, line = raw.partition(" ")
-                    key = _stamp_key(stamp)
-                    if resume_after and key <= resume_after:
-                        continue
-                    resume_after = ""
-                    seen = key
-                    on_line(line)
+                # No read timeout: a chaincode may print nothing for hours.
+                with self._http.stream(self._path("pods", name, "/log"), query, None) as response:
+                    for raw in response:
+                        stamp, _, line = raw.decode(errors="replace").rstrip("\r\n").partition(" ")
+                        key = _stamp_key(stamp)
+                        if resume_after and key <= resume_after:
+                            continue
+                        resume_after = ""
+                        seen = key
+                        on_line(line)
                 return
-            except httpx2.HTTPError as error:
+            except (ApiError, *TRANSPORT_ERRORS) as error:
                 code = _status_code(error)
                 if code == 404:
                     return
@@ -316,52 +489,55 @@ class Kube:
         """One attempt per request under a short timeout: `k8scc doctor` reports an API server
         that is down or unreachable at once instead of waiting for it to come back."""
         self.retry_seconds = 0.0
-        self.client.close()
-        self.client = Client(
-            self._kubeconfig(self.config), field_manager="k8scc", timeout=httpx2.Timeout(seconds)
-        )
+        self._http.timeout = seconds
 
     def server(self) -> str:
-        context = self._kubeconfig(self.config).get()
-        return str(context.cluster.server) if context is not None else "the API server"
+        return self._http.credentials.server
 
     def whoami(self) -> str:
         """The username the API server authenticates us as (SelfSubjectReview)."""
         review = self._call(
             f"asking {self.server()} who we are",
-            lambda: self.client.create(SelfSubjectReview()),
+            lambda: self._http.request(
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            ),
         )
-        user = review.status.userInfo if review and review.status else None
-        return str(user.username) if user and user.username else "an anonymous user"
+        user = ((review or {}).get("status") or {}).get("userInfo") or {}
+        return str(user.get("username") or "an anonymous user")
 
     def allowed(self, verb: str, resource: str) -> bool:
         """Whether we may `verb` `resource` (or `resource/subresource`) of the core API group
         in our namespace (SelfSubjectAccessReview)."""
         kind, _, subresource = resource.partition("/")
-        attributes = ResourceAttributes(
-            namespace=self.namespace,
-            verb=verb,
-            group="",
-            resource=kind,
-            subresource=subresource or None,
-        )
+        attributes = {"namespace": self.namespace, "verb": verb, "group": "", "resource": kind}
+        if subresource:
+            attributes["subresource"] = subresource
         review = self._call(
             f"cannot ask whether we may {verb} {resource}",
-            lambda: self.client.create(
-                SelfSubjectAccessReview(
-                    spec=SelfSubjectAccessReviewSpec(resourceAttributes=attributes)
-                )
+            lambda: self._http.request(
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                body={
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SelfSubjectAccessReview",
+                    "spec": {"resourceAttributes": attributes},
+                },
             ),
         )
-        return bool(review and review.status and review.status.allowed)
+        return bool(((review or {}).get("status") or {}).get("allowed"))
 
     def dry_run_create(self, manifest: dict[str, Any]) -> None:
         """Creates the Pod or Secret with dryRun=All: admission runs, nothing is stored."""
-        kind: Any = Pod if manifest["kind"] == "Pod" else Secret
+        plural = "pods" if manifest["kind"] == "Pod" else "secrets"
         self._call(
             "rejected",
-            lambda: self.client.create(
-                kind.from_dict(manifest), namespace=self.namespace, dry_run=True
+            lambda: self._http.request(
+                "POST",
+                self._path(plural),
+                {"fieldManager": FIELD_MANAGER, "dryRun": "All"},
+                manifest,
             ),
         )
 
@@ -378,10 +554,3 @@ def _stamp_seconds(key: str) -> float:
     except ValueError:
         return time.time()
     return parsed.timestamp()
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
