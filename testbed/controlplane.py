@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from lightkube.resources.core_v1 import (
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from testbed import binaries
+from testbed.health import wait_http_ok
 from testbed.objects import load
 
 SERVICE_CIDR = "10.0.0.0/24"
@@ -172,23 +172,14 @@ class ControlPlane:
     def _wait_http(
         self, process: _Process, url: str, context: ssl.SSLContext | None, timeout: float
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def check_alive() -> None:
             if process.popen.poll() is not None:
                 raise RuntimeError(
                     f"{process.name} exited with {process.popen.returncode}; see "
                     f"{self.workdir / (process.name + '.log')}"
                 )
-            try:
-                # Only the http(s) URLs built above reach this.
-                with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{process.name} not ready at {url} after {timeout} s")
-            time.sleep(0.1)
+
+        wait_http_ok(process.name, url, timeout, check_alive, context)
 
     def _start_etcd(self, binary: Path, timeout: float) -> str:
         client_url = f"http://127.0.0.1:{free_port()}"

@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import IO, Any
 import yaml
 
 from testbed import binaries
+from testbed.health import wait_http_ok
 
 CHANNEL = "mychannel"
 ORDERER_DOMAIN = "example.com"
@@ -416,18 +416,7 @@ class FabricNetwork:
 
     def _wait_healthy(self, process: _Process, port: int, timeout: float) -> None:
         url = f"http://127.0.0.1:{port}/healthz"
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive(process)
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{process.name} not healthy at {url} after {timeout} s")
-            time.sleep(0.1)
+        wait_http_ok(process.name, url, timeout, lambda: self._check_alive(process))
 
     def _wait_port(self, process: _Process, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -707,12 +696,7 @@ class FabricNetwork:
             "chaincode",
             "invoke",
             *self._orderer_args(),
-            "-C",
-            self.channel,
-            "-n",
-            name,
-            "-c",
-            json.dumps({"Args": list(args)}),
+            *self._call_args(name, args),
             *self._endorser_args(),
             "--waitForEvent",
         )
@@ -725,11 +709,10 @@ class FabricNetwork:
         result = self._cli_checked(
             "chaincode",
             "query",
-            "-C",
-            self.channel,
-            "-n",
-            name,
-            "-c",
-            json.dumps({"Args": list(args)}),
+            *self._call_args(name, args),
         )
         return result.stdout.removesuffix("\n")
+
+    def _call_args(self, name: str, args: Sequence[str]) -> list[str]:
+        """Channel, chaincode and arguments, as `peer chaincode invoke` and `query` take them."""
+        return ["-C", self.channel, "-n", name, "-c", json.dumps({"Args": list(args)})]
