@@ -74,7 +74,7 @@ def measure(bench: Bench, sections: list[str], results: dict[str, Any]) -> None:
 
     steps: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
         "build": ("build overhead", lambda: {"build": bench.build_overhead()}),
-        "detect": ("detect", lambda: {"detect_ms": bench.detect()}),
+        "detect": ("detect", bench.detect),
         "launch": (
             "launches: latency, memory, API load",
             lambda: bench.launches(launch_material()),

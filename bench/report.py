@@ -51,6 +51,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             add(f"build {platform}: API requests", "", build["requests"])
     if "detect_ms" in results:
         add("detect", "ms", results["detect_ms"], "≤ 60 ms", _at_most(60))
+    add("detect (config with a platforms section)", "ms", results.get("detect_platforms_ms"))
     launch = results.get("launch", {})
     unrelated = launch.get("unrelated_pods", 0)
     for key, label in (("empty", "empty namespace"), ("busy", f"{unrelated} unrelated pods")):

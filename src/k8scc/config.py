@@ -1,14 +1,12 @@
 """k8scc's configuration: one YAML file, validated at load with one clear error per problem.
 
-The file is found through K8SCC_CFGFILE, else as k8scc.yaml next to the builder's bin/ (the peer
-prunes the environment of builder processes, so a file beside the builder always works).
-Every field, its default and its meaning is documented in docs/configuration.md.
+configfile.py finds the file and reads it. Every field, its default and its meaning is
+documented in docs/configuration.md.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +15,10 @@ from typing import Any
 
 import yaml
 
+from k8scc import configfile
 from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS
 
-CONFIG_ENV = "K8SCC_CFGFILE"
-CONFIG_NAME = "k8scc.yaml"
 DEFAULT_FABRIC_VERSION = "3.1"
 
 _QUANTITY = re.compile(
@@ -451,24 +448,5 @@ def parse(text: str, path: Path | None = None) -> Config:
     return config
 
 
-def locate(bin_dir: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
-    """K8SCC_CFGFILE if set, else k8scc.yaml beside the builder's bin/ directory."""
-    explicit = environ.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit)
-    if bin_dir is None:
-        raise K8sccError(f"no configuration: set {CONFIG_ENV} or put {CONFIG_NAME} beside bin/")
-    return bin_dir.parent / CONFIG_NAME
-
-
 def load(path: Path) -> Config:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise K8sccError(
-            f"configuration file {path} not found"
-            f" (set {CONFIG_ENV} or put {CONFIG_NAME} beside bin/)"
-        ) from None
-    except OSError as error:
-        raise K8sccError(f"cannot read configuration file {path}: {error.strerror}") from None
-    return parse(text, path)
+    return parse(configfile.read(path), path)

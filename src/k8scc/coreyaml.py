@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from k8scc.config import CONFIG_ENV, kind_of
+from k8scc.config import kind_of
+from k8scc.configfile import CONFIG_ENV
 from k8scc.errors import K8sccError
 
 DEFAULT_NAME = "k8scc"

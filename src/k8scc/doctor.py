@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from k8scc import config as configuration
-from k8scc import identity, names, render
+from k8scc import configfile, identity, names, render
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
@@ -93,11 +93,9 @@ def is_loopback(address: str) -> bool:
 
 def check_config(path: Path | None, builder_dir: Path | None) -> tuple[Result, Config | None]:
     try:
-        located = path or configuration.locate(builder_dir / "bin" if builder_dir else None)
+        located = path or configfile.locate(builder_dir / "bin" if builder_dir else None)
     except K8sccError:
-        detail = (
-            f"no configuration: pass --config or --builder-dir, or set {configuration.CONFIG_ENV}"
-        )
+        detail = f"no configuration: pass --config or --builder-dir, or set {configfile.CONFIG_ENV}"
         return Result("config", False, detail), None
     try:
         config = configuration.load(located)

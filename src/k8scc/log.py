@@ -6,20 +6,33 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass, field
-from typing import TextIO
+
+# detect imports this module and must not pay for importing typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 MAX_LINE = 8192
 
 
-@dataclass
 class StepLog:
-    step: str
-    chaincode: str = ""
-    pod: str = ""
-    debug: bool = False
-    stream: TextIO = field(default_factory=lambda: sys.stderr)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    __slots__ = ("_lock", "chaincode", "debug", "pod", "step", "stream")
+
+    def __init__(
+        self,
+        step: str,
+        chaincode: str = "",
+        pod: str = "",
+        debug: bool = False,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.step = step
+        self.chaincode = chaincode
+        self.pod = pod
+        self.debug = debug
+        # Looked up when the log is made: tests and callers may have replaced sys.stderr.
+        self.stream: TextIO = sys.stderr if stream is None else stream
+        self._lock = threading.Lock()
 
     def _emit(self, text: str) -> None:
         context = " ".join(

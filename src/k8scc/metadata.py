@@ -7,11 +7,14 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from k8scc.errors import K8sccError
+
+# detect imports this module and must not pay for importing typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Fabric's own rule for package labels (core/chaincode/persistence).
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -20,22 +23,34 @@ LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\s]*?)-----END \1-----")
 
 
-@dataclass(frozen=True)
 class Metadata:
-    type: str
-    label: str
-    path: str
-    raw: bytes
+    __slots__ = ("label", "path", "raw", "type")
+
+    def __init__(self, type: str, label: str, path: str, raw: bytes) -> None:
+        self.type = type
+        self.label = label
+        self.path = path
+        self.raw = raw
 
 
-@dataclass(frozen=True)
 class ChaincodeJson:
-    chaincode_id: str
-    peer_address: str
-    client_cert: str
-    client_key: str
-    root_cert: str
-    mspid: str
+    __slots__ = ("chaincode_id", "client_cert", "client_key", "mspid", "peer_address", "root_cert")
+
+    def __init__(
+        self,
+        chaincode_id: str,
+        peer_address: str,
+        client_cert: str,
+        client_key: str,
+        root_cert: str,
+        mspid: str,
+    ) -> None:
+        self.chaincode_id = chaincode_id
+        self.peer_address = peer_address
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.root_cert = root_cert
+        self.mspid = mspid
 
     @property
     def tls(self) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
 
 INPUT_DIR = "/chaincode/input"
 OUTPUT_DIR = "/chaincode/output"
@@ -84,18 +83,37 @@ def java_launch(peer_address: str) -> list[str]:
     return ["/root/chaincode-java/start", "--peerAddress", peer_address]
 
 
-@dataclass(frozen=True)
 class Platform:
-    name: str
-    build_script: Callable[[str, str, bool], str]
-    launch: Callable[[str], list[str]]
-    # Where Fabric's Docker builder puts the build output in the runtime image.
-    output_dir: str
-    # The build images' WORKDIR, which Fabric's build commands rely on.
-    build_workdir: str | None
-    # Non-root ids matching Fabric's images (ccenv/baseos: user chaincode, nodeenv: user node).
-    default_uid: int
-    default_build_env: tuple[tuple[str, str], ...] = ()
+    __slots__ = (
+        "build_script",
+        "build_workdir",
+        "default_build_env",
+        "default_uid",
+        "launch",
+        "name",
+        "output_dir",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        build_script: Callable[[str, str, bool], str],
+        launch: Callable[[str], list[str]],
+        output_dir: str,
+        build_workdir: str | None,
+        default_uid: int,
+        default_build_env: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.name = name
+        self.build_script = build_script
+        self.launch = launch
+        # Where Fabric's Docker builder puts the build output in the runtime image.
+        self.output_dir = output_dir
+        # The build images' WORKDIR, which Fabric's build commands rely on.
+        self.build_workdir = build_workdir
+        # Non-root ids matching Fabric's images (ccenv/baseos: user chaincode, nodeenv: user node).
+        self.default_uid = default_uid
+        self.default_build_env = default_build_env
 
 
 PLATFORMS: dict[str, Platform] = {

@@ -107,6 +107,14 @@ def test_table_rows_and_summary_lines() -> None:
     assert "![x-launch.png](x-launch.png)" in page
 
 
+def test_detect_with_a_platforms_section_is_a_figure_without_target() -> None:
+    text = table(rows(results(detect_ms=s(50, 40, 55), detect_platforms_ms=s(110, 90, 130))))
+    assert text.splitlines()[2:] == [
+        "| detect | 50 ms | 40 | 55 | 3 | ≤ 60 ms | yes |",
+        "| detect (config with a platforms section) | 110 ms | 90 | 130 | 3 |  |  |",
+    ]
+
+
 def test_breakdowns_are_listed_per_measurement() -> None:
     page = markdown(results(launch={"unrelated_pods": 20, "empty": launch(s(2, 2, 2))}), plots=[])
     assert "- launch (empty namespace): create pods: 1, watch pods: 1" in page

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from k8scc import config, render
+from k8scc import config, configfile, render
 from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS
 from tests.unit.helpers import PROPERTY
@@ -403,23 +403,7 @@ def test_error_names_the_file(tmp_path: Path) -> None:
         config.load(path)
 
 
-# --- locate and load --------------------------------------------------------------------------
-
-
-def test_locate_prefers_the_environment(tmp_path: Path) -> None:
-    env = {config.CONFIG_ENV: "/etc/k8scc/custom.yaml"}
-    assert config.locate(tmp_path / "bin", env) == Path("/etc/k8scc/custom.yaml")
-    assert config.locate(None, env) == Path("/etc/k8scc/custom.yaml")
-
-
-def test_locate_without_environment_uses_the_builder_directory(tmp_path: Path) -> None:
-    assert config.locate(tmp_path / "bin", {}) == tmp_path / "k8scc.yaml"
-    assert config.locate(tmp_path / "bin", {config.CONFIG_ENV: ""}) == tmp_path / "k8scc.yaml"
-
-
-def test_locate_with_nothing_to_go_on() -> None:
-    with pytest.raises(K8sccError, match=config.CONFIG_ENV):
-        config.locate(None, {})
+# --- load (locating and reading the file: test_configfile.py) ---------------------------------
 
 
 def test_load_reads_the_file(tmp_path: Path) -> None:
@@ -437,7 +421,7 @@ def test_load_of_a_missing_file(tmp_path: Path) -> None:
     message = str(raised.value)
     assert str(path) in message
     assert "not found" in message
-    assert config.CONFIG_ENV in message
+    assert configfile.CONFIG_ENV in message
     assert "\n" not in message
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -52,6 +51,10 @@ def main(step: str, argv: list[str], bin_dir: Path | None) -> int:
     except Exception as error:
         log.error(f"internal error: {type(error).__name__}: {error}")
         if log.debug:
+            # Imported here: traceback pulls in linecache and tokenize, which detect, run for
+            # every install, should not pay for.
+            import traceback  # noqa: PLC0415
+
             for line in traceback.format_exc().splitlines():
                 log.info(line)
         return 1

@@ -9,7 +9,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from k8scc import __version__, identity, names, render
+from k8scc import __version__, configfile, identity, names, render
 from k8scc import config as configuration
 from k8scc.buildinfo import BuildInfo
 from k8scc.errors import K8sccError
@@ -36,7 +36,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     platform = lookup(metadata.type)
     if platform is None:
         raise K8sccError(f"type {metadata.type!r} is not one k8scc builds")
-    config = configuration.load(configuration.locate(bin_dir))
+    config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
     settings = config.platforms.get(platform.name)
     if settings is None:

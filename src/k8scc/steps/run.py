@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from k8scc import buildinfo, identity, names, render
+from k8scc import buildinfo, configfile, identity, names, render
 from k8scc import config as configuration
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
@@ -27,7 +27,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     platform = lookup(info.platform)
     if platform is None:
         raise K8sccError(f"unknown platform {info.platform!r} in the build output")
-    config = configuration.load(configuration.locate(bin_dir))
+    config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
     if platform.name not in config.platforms:
         raise K8sccError(f"platform {platform.name} is disabled in {config.path}")
