@@ -192,6 +192,9 @@ class Bench:
                 "k8scc_s": summary(k8scc),
                 "host_s": summary(host),
                 "ratio": summary(stats.paired_ratios(k8scc, host)),
+                # Seconds k8scc adds: the part of the ratio that is k8scc's, whatever the
+                # build's own (network-bound, noisy) length.
+                "overhead_s": summary([a - b for a, b in zip(k8scc, host, strict=True)]),
                 "requests": summary([r["requests"] for r in runs]),
                 "breakdown": _median_run(runs, "requests")["breakdown"],
                 "runs": runs,

@@ -43,41 +43,68 @@ class Transfer(Protocol):
 def copy_tree(source: Path, destination: Path, what: str, readable: bool = False) -> None:
     """Copies directories, regular files and relative symlinks that stay inside `source` (what
     the peer accepts in a build output); anything else is refused by name. `readable` opens
-    the copy to the non-root users pods run as."""
+    the copy to the non-root users pods run as.
+
+    A build output holds thousands of files (a Node build's node_modules), so each costs only
+    what it must: one lstat from the directory scan, an open of each side, a kernel-side copy
+    and an fchmod."""
     if not source.is_dir():
         raise K8sccError(f"{what}: {source} is not a directory")
-    root = source.resolve()
+    root = os.path.realpath(source)
     destination.mkdir(parents=True, exist_ok=True)
-
-    def unreadable(error: OSError) -> None:
-        raise K8sccError(f"{what}: cannot read {error.filename}: {error.strerror}")
-
-    for directory, subdirs, files in os.walk(source, onerror=unreadable):
-        here = Path(directory)
-        target_dir = destination / here.relative_to(source)
-        for name in sorted(subdirs + files):
-            path = here / name
-            target = target_dir / name
-            mode = path.lstat().st_mode
+    file_bits = 0o644 if readable else 0o600
+    dir_bits = 0o755 if readable else 0o700
+    # (source directory, its real path, the matching destination directory)
+    pending = [(str(source), root, str(destination))]
+    while pending:
+        here, real_here, target_dir = pending.pop()
+        try:
+            with os.scandir(here) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as error:
+            raise K8sccError(f"{what}: cannot read {here}: {error.strerror}") from None
+        for entry in entries:
+            target = os.path.join(target_dir, entry.name)
+            mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISLNK(mode):
-                link = os.readlink(path)
+                link = os.readlink(entry.path)
                 # Lexical containment: resolving could loop or leave the tree through other links.
-                resolved = Path(os.path.normpath(here.resolve() / link))
-                if os.path.isabs(link) or (resolved != root and root not in resolved.parents):
-                    raise K8sccError(f"{what}: symlink {path.relative_to(source)} points outside")
-                target.symlink_to(link)
-                if name in subdirs:
-                    subdirs.remove(name)
+                resolved = os.path.normpath(os.path.join(real_here, link))
+                if os.path.isabs(link) or os.path.commonpath([root, resolved]) != root:
+                    inside = os.path.relpath(entry.path, source)
+                    raise K8sccError(f"{what}: symlink {inside} points outside")
+                os.symlink(link, target)
             elif stat.S_ISDIR(mode):
-                target.mkdir(exist_ok=True)
-                target.chmod(stat.S_IMODE(mode) | (0o755 if readable else 0o700))
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, stat.S_IMODE(mode) | dir_bits)
+                pending.append((entry.path, os.path.join(real_here, entry.name), target))
             elif stat.S_ISREG(mode):
-                shutil.copyfile(path, target)
-                target.chmod(stat.S_IMODE(mode) | (0o644 if readable else 0o600))
+                _copy_file(entry.path, target, stat.S_IMODE(mode) | file_bits)
             else:
-                raise K8sccError(
-                    f"{what}: {path.relative_to(source)} is not a regular file or directory"
-                )
+                inside = os.path.relpath(entry.path, source)
+                raise K8sccError(f"{what}: {inside} is not a regular file or directory")
+
+
+def _copy_file(source: str, target: str, mode: int) -> None:
+    """Copies one regular file in the kernel. O_NOFOLLOW: the file was a regular file when
+    scanned, and must not have become a link since; O_EXCL: nothing is copied over."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    reading = os.open(source, os.O_RDONLY | flags)
+    try:
+        writing = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flags, 0o600)
+        try:
+            size = os.fstat(reading).st_size
+            copied = 0
+            while copied < size:
+                sent = os.sendfile(writing, reading, copied, size - copied)
+                if sent == 0:
+                    break  # the file shrank while being copied
+                copied += sent
+            os.fchmod(writing, mode)
+        finally:
+            os.close(writing)
+    finally:
+        os.close(reading)
 
 
 def _space_error(error: OSError, where: Path) -> K8sccError:

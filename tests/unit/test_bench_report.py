@@ -115,6 +115,21 @@ def test_detect_with_a_platforms_section_is_a_figure_without_target() -> None:
     ]
 
 
+def test_build_overhead_in_seconds_is_listed_after_the_ratio() -> None:
+    build = {
+        "k8scc_s": s(8.5, 8, 9),
+        "host_s": s(8, 7.5, 8.5),
+        "ratio": s(1.06, 1.03, 1.08),
+        "overhead_s": s(0.5, 0.4, 0.7),
+        "requests": s(4, 4, 4),
+    }
+    text = table(rows(results(build={"node": build})))
+    assert text.splitlines()[4:6] == [
+        "| build node: k8scc/host | 1.06 x | 1.03 | 1.08 | 3 | ≤ 1.10 | yes |",
+        "| build node: k8scc − host | 0.5 s | 0.4 | 0.7 | 3 |  |  |",
+    ]
+
+
 def test_breakdowns_are_listed_per_measurement() -> None:
     page = markdown(results(launch={"unrelated_pods": 20, "empty": launch(s(2, 2, 2))}), plots=[])
     assert "- launch (empty namespace): create pods: 1, watch pods: 1" in page

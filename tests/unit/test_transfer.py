@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import stat
 from collections.abc import Iterator
@@ -52,6 +51,20 @@ def test_copies_files_and_directories(source: Path, tmp_path: Path) -> None:
     assert stat.S_IMODE((destination / "tool").stat().st_mode) & 0o700 == 0o700
     found = sorted(str(p.relative_to(destination)) for p in destination.rglob("*"))
     assert found == sorted(str(p.relative_to(source)) for p in source.rglob("*"))
+
+
+def test_large_and_empty_files_are_copied_byte_for_byte(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    large = os.urandom(5 * 1024 * 1024 + 7)
+    (source / "large").write_bytes(large)
+    (source / "empty").write_bytes(b"")
+    (source / "large").chmod(0o751)
+    destination = tmp_path / "copy"
+    copy_tree(source, destination, "build output")
+    assert (destination / "large").read_bytes() == large
+    assert (destination / "empty").read_bytes() == b""
+    assert stat.S_IMODE((destination / "large").stat().st_mode) == 0o751
 
 
 def test_readable_opens_the_copy_to_other_users(source: Path, tmp_path: Path) -> None:
@@ -224,10 +237,10 @@ def test_a_full_volume_while_staging_a_launch_leaves_nothing(
     output.mkdir()
     (output / "chaincode").write_text("binary")
 
-    def full(source: Path, target: Path) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    def full(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(shutil, "copyfile", full)
+    monkeypatch.setattr(os, "sendfile", full)
     with pytest.raises(K8sccError, match="the transfer volume is full"):
         VolumeTransfer(volume).stage_run("cc-x", output)
     assert list(volume.iterdir()) == []
