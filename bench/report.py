@@ -48,7 +48,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             add(f"build {platform}: k8scc", "s", build["k8scc_s"])
             add(f"build {platform}: host", "s", build["host_s"])
             add(f"build {platform}: k8scc/host", "x", build["ratio"], "≤ 1.10", _at_most(1.10))
-            add(f"build {platform}: k8scc − host", "s", build.get("overhead_s"))
+            add(f"build {platform}: k8scc - host", "s", build.get("overhead_s"))
             add(f"build {platform}: API requests", "", build["requests"])
     if "detect_ms" in results:
         add("detect", "ms", results["detect_ms"], "≤ 60 ms", _at_most(60))

@@ -126,7 +126,7 @@ def test_build_overhead_in_seconds_is_listed_after_the_ratio() -> None:
     text = table(rows(results(build={"node": build})))
     assert text.splitlines()[4:6] == [
         "| build node: k8scc/host | 1.06 x | 1.03 | 1.08 | 3 | ≤ 1.10 | yes |",
-        "| build node: k8scc − host | 0.5 s | 0.4 | 0.7 | 3 |  |  |",
+        "| build node: k8scc - host | 0.5 s | 0.4 | 0.7 | 3 |  |  |",
     ]
 
 
