@@ -273,19 +273,15 @@ def _cluster_results(config: Config) -> list[Result]:
         kube.answer_quickly(TIMEOUT_SECONDS)
         return check_api(kube)
 
-    try:
-        api = _guarded("api", connect)
-        if kube is None or not api.passed:
-            return [api, *_not_run(("permissions", "admission"), "needs the api check to pass")]
-        ready = kube
-        return [
-            api,
-            _guarded("permissions", lambda: check_permissions(ready)),
-            _guarded("admission", lambda: check_admission(ready, config)),
-        ]
-    finally:
-        if kube is not None:
-            kube.close()
+    api = _guarded("api", connect)
+    if kube is None or not api.passed:
+        return [api, *_not_run(("permissions", "admission"), "needs the api check to pass")]
+    ready = kube
+    return [
+        api,
+        _guarded("permissions", lambda: check_permissions(ready)),
+        _guarded("admission", lambda: check_admission(ready, config)),
+    ]
 
 
 def main(

@@ -264,9 +264,6 @@ class Kube:
         server = f"https://{host}:{port}" if host else config.kubernetes_server
         return kubeconfig.in_cluster(config.service_account_dir, server)
 
-    def close(self) -> None:
-        """Nothing stays open between requests; kept so callers need not know that."""
-
     def _transient(self, error: Exception) -> bool:
         """Worth retrying: the API server is unavailable, or came back so recently that its
         authorization caches may not know our Role yet (it answers 401/403 meanwhile)."""

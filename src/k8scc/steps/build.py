@@ -84,7 +84,5 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         with contextlib.suppress(K8sccError):
             clean_up()
         raise
-    finally:
-        kube.close()
     log.info("build succeeded")
     return 0

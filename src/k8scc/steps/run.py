@@ -80,4 +80,3 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             kube.delete_secret(name, uid=secret_uid)
         if subpath is not None:
             transfer.remove(subpath)
-        kube.close()
