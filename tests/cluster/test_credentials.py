@@ -124,25 +124,21 @@ def test_an_exec_plugin_token_is_reused_until_it_nears_expiry(
 ) -> None:
     apply_rbac(testbed.control_plane, namespace)
     token = testbed.control_plane.token(namespace, "k8scc")
+
+    def token_plugin_kube(directory: Path, expiry: str) -> Kube:
+        directory.mkdir()
+        status = {"token": token, "expirationTimestamp": expiry}
+        return kube_for(directory, with_ca(testbed), plugin(directory, status))
+
     lasting = tmp_path / "lasting"
-    lasting.mkdir()
-    kube = kube_for(
-        lasting,
-        with_ca(testbed),
-        plugin(lasting, {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}),
-    )
+    kube = token_plugin_kube(lasting, "2099-01-01T00:00:00Z")
     assert kube.whoami() == f"system:serviceaccount:{namespace}:k8scc"
     assert kube.whoami() == f"system:serviceaccount:{namespace}:k8scc"
     [info] = runs(lasting)
     assert info["spec"] == {"interactive": False}
 
     expiring = tmp_path / "expiring"
-    expiring.mkdir()
-    kube = kube_for(
-        expiring,
-        with_ca(testbed),
-        plugin(expiring, {"token": token, "expirationTimestamp": "2000-01-01T00:00:00Z"}),
-    )
+    kube = token_plugin_kube(expiring, "2000-01-01T00:00:00Z")
     kube.whoami()
     kube.whoami()
     assert len(runs(expiring)) == 2
