@@ -1,13 +1,17 @@
 # k8scc: every target installs what it needs itself (apt packages, uv, the Python
 # environment, Go-built binaries cached under ~/.cache/k8scc).
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv is pinned and lives in the cache, never taken from PATH: a fresh machine has none there,
+# and another version could resolve the lock differently.
+UV_VERSION := 0.13.9
+K8SCC_CACHE ?= $(HOME)/.cache/k8scc
+UV := $(K8SCC_CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint unit cluster e2e testbed bench setup binaries clean
 
 setup:
-	@bash scripts/setup.sh
+	@UV=$(UV) UV_VERSION=$(UV_VERSION) bash scripts/setup.sh
 
 demo: setup
 	@$(UV) run --frozen python -m demo $(if $(KEEP),--keep,)

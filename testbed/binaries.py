@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed import tools
+
 GO_DIR = Path(__file__).resolve().parent / "go"
 KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
@@ -128,7 +130,7 @@ def _build(component: Component, target: Path) -> None:
         for package, binary in component.binaries.items():
             result = subprocess.run(
                 [
-                    "go",
+                    str(tools.go()),
                     "build",
                     "-trimpath",
                     "-ldflags",

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import yaml
 
-from testbed import binaries
+from testbed import binaries, tools
 from testbed.health import wait_http_ok
 
 CHANNEL = "mychannel"
@@ -66,7 +66,7 @@ def free_ports(count: int) -> list[int]:
 def fabric_module_dir(component: binaries.Component) -> Path:
     """The pinned Fabric module in the Go module cache (downloaded if the cache lost it)."""
     result = subprocess.run(
-        ["go", "mod", "download", "-json", "github.com/hyperledger/fabric"],
+        [str(tools.go()), "mod", "download", "-json", "github.com/hyperledger/fabric"],
         cwd=component.module_dir,
         env={**os.environ, "GOFLAGS": "-mod=readonly"},
         capture_output=True,
@@ -484,7 +484,7 @@ class FabricNetwork:
         config_dir.mkdir(parents=True, exist_ok=True)
         (config_dir / "orderer.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": tools.SYSTEM_PATH,
             "FABRIC_CFG_PATH": str(config_dir),
             "FABRIC_LOGGING_FORMAT": LOG_FORMAT,
             "FABRIC_LOGGING_SPEC": LOG_SPEC,
@@ -556,7 +556,8 @@ class FabricNetwork:
         # Deliberately minimal: builders see only what propagateEnvironment names, and tests
         # should notice when a builder depends on something they did not pass in peer_env.
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # The peer hands PATH to external builders; the host-side test builders run go.
+            "PATH": tools.host_path(),
             "TMPDIR": str(tmp),
             "FABRIC_CFG_PATH": str(self.peer_config_dir),
             "FABRIC_LOGGING_FORMAT": LOG_FORMAT,

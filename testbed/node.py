@@ -40,23 +40,13 @@ from lightkube.resources.core_v1 import (
     ServiceAccountToken,
 )
 
-from testbed import podspec
+from testbed import podspec, tools
 from testbed.logserver import LogServer, LogStore
 from testbed.objects import load
 from testbed.runtime import Container, ContainerSpec, ExitStatus, Mount
 
-
-def _default_path() -> str:
-    """The PATH of the test bed's images: the host's, plus its Go toolchain's directory, as
-    Fabric's ccenv image has Go on its PATH."""
-    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    go = shutil.which("go")
-    if go:
-        path += f":{Path(go).resolve().parent}"
-    return path
-
-
-DEFAULT_PATH = _default_path()
+# The PATH of the test bed's images: the host's, with Go on it as in Fabric's ccenv image.
+DEFAULT_PATH = tools.host_path()
 NODE_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
 
 

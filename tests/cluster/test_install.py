@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uv
 import yaml
 
 from k8scc import config
@@ -57,7 +58,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     """One wheel and one install per module: they are the slow part."""
     root = tmp_path_factory.mktemp("install")
     built = subprocess.run(
-        ["uv", "build", "--wheel", "--out-dir", str(root / "dist")],
+        [uv.find_uv_bin(), "build", "--wheel", "--out-dir", str(root / "dist")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import binaries
+from testbed import binaries, tools
 from testbed.fabric import FabricNetwork
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +99,7 @@ def go_env() -> dict[str, str]:
     that propagateEnvironment names (plus PATH and TMPDIR)."""
     names = ["GOCACHE", "GOMODCACHE", "GOPATH", "GOPROXY", "GOSUMDB", "GOFLAGS", "GOTOOLCHAIN"]
     result = subprocess.run(
-        ["go", "env", "-json", *names], capture_output=True, text=True, check=True
+        [str(tools.go()), "env", "-json", *names], capture_output=True, text=True, check=True
     )
     values: dict[str, str] = json.loads(result.stdout)
     env = {name: value for name, value in values.items() if value}

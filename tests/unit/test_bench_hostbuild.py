@@ -3,7 +3,6 @@ absolute /chaincode paths moved below a root, and the builder pod's environment.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from bench.hostbuild import build_env, prepare, relocate
 from k8scc import config as configuration
 from k8scc.platforms import PLATFORMS
+from testbed import tools
 
 pytestmark = pytest.mark.unit
 
@@ -68,7 +68,7 @@ def test_prepared_build_runs_the_platform_script_below_its_root(tmp_path: Path) 
     stand_in.chmod(0o755)
     config = load_config(tmp_path)
     build = prepare(
-        config, PLATFORMS["node"], "", source, tmp_path / "root", overlay, os.environ["PATH"]
+        config, PLATFORMS["node"], "", source, tmp_path / "root", overlay, tools.host_path()
     )
     assert build.output == tmp_path / "root" / "chaincode" / "output"
     assert build.env["HOME"] == str(tmp_path / "root" / "home")
