@@ -584,6 +584,8 @@ class FabricNetwork:
         """Environment of the `peer` CLI acting as Org1's admin against this peer."""
         env = self._clean_env()
         env.update(
+            # `peer lifecycle chaincode package --lang golang` runs go to find the module root.
+            PATH=tools.host_path(),
             FABRIC_CFG_PATH=str(self.peer_config_dir),
             FABRIC_LOGGING_FORMAT=LOG_FORMAT,
             FABRIC_LOGGING_SPEC=LOG_SPEC,
