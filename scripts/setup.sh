@@ -13,6 +13,11 @@ for tool in unshare setpriv mount; do
   command -v "$tool" >/dev/null || need_apt+=(util-linux mount)
 done
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+# The test bed's real node: runc, the CNI plugins, iptables for the kubelet, umoci to pack
+# images and a static busybox for the test image (containerd and the kubelet are Go-built).
+for package in runc containernetworking-plugins umoci iptables busybox-static; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$package")
+done
 # uv is installed with the system Python's venv and pip, whatever python3 a shell has first.
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

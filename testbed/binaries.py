@@ -1,8 +1,9 @@
 """Go-built binaries of the test bed, built from the Go module proxy on first use.
 
 Each component is a small wrapper Go module committed under testbed/go/<component>; its binaries
-are cached under ~/.cache/k8scc/bin/<component>-<version>-<hash of go.mod and go.sum>, so a
-changed pin rebuilds and an unchanged one is reused across work trees and CI runs.
+are cached under ~/.cache/k8scc/bin/<component>-<version>-<hash of go.mod, go.sum and any .go
+files>, so a changed pin (or, for a program of our own, changed source) rebuilds and an unchanged
+one is reused across work trees and CI runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from testbed import tools
 GO_DIR = Path(__file__).resolve().parent / "go"
 KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
+CONTAINERD_VERSION = "2.3.7"
+# Our own pod sandbox program (testbed/go/pause/main.go); bump when main.go changes.
+PAUSE_VERSION = "1.0"
 # Fabric's module path has no /v2 or /v3 suffix, so its tags are reached through v1.4.0-rc1
 # pseudo-versions pinned in testbed/go/fabric-<x.y>/go.mod; the module proxy here serves only some
 # of them, which is why these are not the newest patch releases.
@@ -42,15 +46,23 @@ class Component:
     # Go package path -> binary name in the cache directory.
     binaries: dict[str, str]
     ldflags: str
+    # Build tags passed to `go build -tags`, none by default.
+    tags: tuple[str, ...] = ()
 
     @property
     def module_dir(self) -> Path:
         return GO_DIR / self.name
 
     def cache_dir(self) -> Path:
+        # go.mod and go.sum bytes first, as before .go files counted, so wrapper modules (which
+        # hold no .go file) keep their keys; a module without dependencies has no go.sum.
         digest = hashlib.sha256()
         for file in ("go.mod", "go.sum"):
-            digest.update((self.module_dir / file).read_bytes())
+            if (path := self.module_dir / file).is_file():
+                digest.update(path.read_bytes())
+        for path in sorted(self.module_dir.rglob("*.go")):
+            digest.update(path.relative_to(self.module_dir).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
         return cache_root() / "bin" / f"{self.name}-v{self.version}-{digest.hexdigest()[:12]}"
 
 
@@ -82,6 +94,39 @@ ETCD = Component(
     name="etcd",
     version=ETCD_VERSION,
     binaries={"go.etcd.io/etcd/server/v3": "etcd"},
+    ldflags="-s -w",
+)
+# The node binaries have their own wrapper module too: the kubelet needs requirements missing from
+# kube's go.sum (k8s.io/cri-streaming, otelrestful, github.com/Microsoft/hnslib).
+NODE = Component(
+    name="node",
+    version=KUBE_VERSION,
+    binaries={
+        "k8s.io/kubernetes/cmd/kubelet": "kubelet",
+        "k8s.io/kubernetes/cmd/kube-scheduler": "kube-scheduler",
+    },
+    ldflags=KUBE.ldflags,
+)
+_CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
+CONTAINERD = Component(
+    name="containerd",
+    version=CONTAINERD_VERSION,
+    binaries={
+        f"{_CONTAINERD_MODULE}/cmd/containerd": "containerd",
+        f"{_CONTAINERD_MODULE}/cmd/ctr": "ctr",
+        # containerd starts a shim per pod sandbox; without it no pod runs.
+        f"{_CONTAINERD_MODULE}/cmd/containerd-shim-runc-v2": "containerd-shim-runc-v2",
+    },
+    # Without the Version flag `containerd --version` says 2.3.7+unknown.
+    ldflags=f"-s -w -X {_CONTAINERD_MODULE}/version.Version={CONTAINERD_VERSION}",
+    # Leaves out snapshotters the test bed does not use: btrfs needs cgo (the builds are
+    # CGO_ENABLED=0), devmapper and zfs need host tools and storage set up for them.
+    tags=("no_btrfs", "no_devmapper", "no_zfs"),
+)
+PAUSE = Component(
+    name="pause",
+    version=PAUSE_VERSION,
+    binaries={"k8scc.test/testbed/pause": "pause"},
     ldflags="-s -w",
 )
 
@@ -127,12 +172,14 @@ def _build(component: Component, target: Path) -> None:
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
     try:
         # One `go build` per binary: Go would name etcd's main package "server" (.../server/v3).
+        tags = ["-tags", ",".join(component.tags)] if component.tags else []
         for package, binary in component.binaries.items():
             result = subprocess.run(
                 [
                     str(tools.go()),
                     "build",
                     "-trimpath",
+                    *tags,
                     "-ldflags",
                     component.ldflags,
                     "-o",
@@ -171,7 +218,7 @@ def ensure(component: Component) -> Path:
 
 def main() -> None:
     # No arguments: the Kubernetes test bed; otherwise the components named, e.g. fabric-3.1.
-    known = {c.name: c for c in (ETCD, KUBE, KUBECTL, *FABRIC.values())}
+    known = {c.name: c for c in (ETCD, KUBE, KUBECTL, NODE, CONTAINERD, PAUSE, *FABRIC.values())}
     names = sys.argv[1:] or [ETCD.name, KUBE.name]
     unknown = [name for name in names if name not in known]
     if unknown:

@@ -1,4 +1,6 @@
-"""The whole test bed: a control plane plus a node agent in its own process."""
+"""The whole test bed: a control plane plus a node, either the test bed's own node agent in a
+process of its own or a real kubelet with containerd (testbed.realnode), chosen by `node` or
+by K8SCC_TESTBED_NODE=agent|kubelet."""
 
 from __future__ import annotations
 
@@ -13,11 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from testbed import oci
 from testbed.controlplane import ControlPlane
+from testbed.realnode import RealNode
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 # Images a test can use to see what a node does when a pull fails.
 UNAVAILABLE_IMAGES = frozenset({"registry.invalid/k8scc/missing:1.0"})
+# A shell and core utilities, for tests that need a container of their own on the real node.
+BUSYBOX_IMAGE = "localhost/k8scc/busybox:1.0"
+NODE_KINDS = ("agent", "kubelet")
+
+
+def default_node() -> str:
+    kind = os.environ.get("K8SCC_TESTBED_NODE", "agent")
+    if kind not in NODE_KINDS:
+        raise ValueError(f"K8SCC_TESTBED_NODE={kind!r}: expected one of {', '.join(NODE_KINDS)}")
+    return kind
 
 
 def default_images() -> dict[str, Path]:
@@ -35,17 +49,26 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
     workdir: Path
     images: dict[str, Path] = field(default_factory=default_images)
+    node: str = field(default_factory=default_node)
     control_plane: ControlPlane = field(init=False)
+    real_node: RealNode | None = field(init=False, default=None)
     _agent: subprocess.Popen[bytes] | None = None
     _agent_log: IO[bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.control_plane = ControlPlane(self.workdir / "control-plane")
+        real = self.node == "kubelet"
+        self.control_plane = ControlPlane(self.workdir / "control-plane", real_node=real)
+        if real:
+            images = (oci.busybox_image(BUSYBOX_IMAGE),)
+            self.real_node = RealNode(self.workdir / "node", self.control_plane, images)
 
     def start(self) -> None:
         self.control_plane.start()
         try:
-            self.start_agent()
+            if self.real_node is not None:
+                self.real_node.start()
+            else:
+                self.start_agent()
         except BaseException:
             self.control_plane.stop()
             raise
@@ -109,8 +132,12 @@ class Testbed:
         self.start_agent()
 
     def stop(self) -> None:
-        self.stop_agent()
-        self.control_plane.stop()
+        try:
+            if self.real_node is not None:
+                self.real_node.stop()
+            self.stop_agent()
+        finally:
+            self.control_plane.stop()
 
     def __enter__(self) -> Testbed:
         self.start()

@@ -85,10 +85,14 @@ class ControlPlane:
 
     workdir: Path
     with_controller_manager: bool = True
+    # A real kubelet needs the node lifecycle controller (it lifts the not-ready taint) and a
+    # scheduler; the test bed's own node agent binds pods itself and reports no heartbeats.
+    real_node: bool = False
     # Every request's metadata in audit.log (benchmarks count k8scc's API load from it).
     audit: bool = False
     api_port: int = 0
     _etcd_url: str = ""
+    _ca: trustme.CA | None = None
     _processes: list[_Process] = field(default_factory=list)
 
     @property
@@ -117,6 +121,9 @@ class ControlPlane:
             self._start_apiserver(kube_dir / "kube-apiserver", self._etcd_url, timeout)
             if self.with_controller_manager:
                 self._start_controller_manager(kube_dir / "kube-controller-manager", timeout)
+            if self.real_node:
+                scheduler = binaries.ensure(binaries.NODE) / "kube-scheduler"
+                self._start_scheduler(scheduler, timeout)
         except BaseException:
             self.stop()
             raise
@@ -124,7 +131,7 @@ class ControlPlane:
     def _write_pki(self) -> None:
         pki = self.workdir / "pki"
         pki.mkdir(exist_ok=True)
-        ca = trustme.CA(organization_name="k8scc testbed")
+        ca = self._ca = trustme.CA(organization_name="k8scc testbed")
         ca.cert_pem.write_to_path(str(self.ca_file))
         ca.private_key_pem.write_to_path(str(pki / "ca.key"))
         serving = ca.issue_cert(
@@ -138,9 +145,11 @@ class ControlPlane:
         )
         serving.cert_chain_pems[0].write_to_path(str(pki / "apiserver.crt"))
         serving.private_key_pem.write_to_path(str(pki / "apiserver.key"))
-        admin = ca.issue_cert("admin", common_name="admin", organization_name="system:masters")
-        admin.cert_chain_pems[0].write_to_path(str(pki / "admin.crt"))
-        admin.private_key_pem.write_to_path(str(pki / "admin.key"))
+        self.issue_client_cert(pki / "admin", "admin", "system:masters")
+        # What the API server presents to kubelets for pods/log, exec and attach.
+        self.issue_client_cert(
+            pki / "kubelet-client", "kube-apiserver-kubelet-client", "system:masters"
+        )
         # Any private key signs ServiceAccount tokens; the API server verifies with the same file.
         signer = ca.issue_cert("service-account-signer")
         signer.private_key_pem.write_to_path(str(pki / "sa.key"))
@@ -155,6 +164,18 @@ class ControlPlane:
                 },
             )
         )
+
+    def issue_client_cert(self, stem: Path, common_name: str, organization: str) -> Path:
+        """`stem`.crt and `stem`.key, a client certificate of this control plane's CA."""
+        assert self._ca is not None, "the control plane has no CA before start()"
+        # The subject names the user; the SAN (required, and no place for `system:` names) is
+        # the file's stem.
+        issued = self._ca.issue_cert(
+            stem.name, common_name=common_name, organization_name=organization
+        )
+        issued.cert_chain_pems[0].write_to_path(str(stem.with_suffix(".crt")))
+        issued.private_key_pem.write_to_path(str(stem.with_suffix(".key")))
+        return stem
 
     def _spawn(self, name: str, argv: list[str]) -> _Process:
         log = (self.workdir / f"{name}.log").open("ab")
@@ -235,6 +256,8 @@ class ControlPlane:
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
                 "--profiling=false",
                 *self._audit_flags(),
             ],
@@ -264,10 +287,7 @@ class ControlPlane:
                 str(binary),
                 f"--kubeconfig={self.admin_kubeconfig}",
                 "--leader-elect=false",
-                # Node lifecycle and IPAM assume real kubelets and a pod network.
-                "--controllers=*,-node-ipam-controller,-node-lifecycle-controller,"
-                "-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller,"
-                "-persistentvolume-attach-detach-controller",
+                f"--controllers={','.join(self._controllers())}",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--use-service-account-credentials=false",
@@ -275,6 +295,38 @@ class ControlPlane:
                 f"--secure-port={port}",
             ],
         )
+        self._wait_healthz(process, port, timeout)
+
+    def _controllers(self) -> list[str]:
+        # IPAM and routes assume a cloud's pod network; node lifecycle assumes real kubelets.
+        off = [
+            "node-ipam-controller",
+            "cloud-node-lifecycle-controller",
+            "service-lb-controller",
+            "node-route-controller",
+            "persistentvolume-attach-detach-controller",
+        ]
+        if not self.real_node:
+            off.append("node-lifecycle-controller")
+        return ["*", *(f"-{name}" for name in off)]
+
+    def _start_scheduler(self, binary: Path, timeout: float) -> None:
+        port = free_port()
+        process = self._spawn(
+            "kube-scheduler",
+            [
+                str(binary),
+                f"--kubeconfig={self.admin_kubeconfig}",
+                f"--authentication-kubeconfig={self.admin_kubeconfig}",
+                f"--authorization-kubeconfig={self.admin_kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+            ],
+        )
+        self._wait_healthz(process, port, timeout)
+
+    def _wait_healthz(self, process: _Process, port: int, timeout: float) -> None:
         # Its serving certificate is self-signed; /healthz only tells that it runs.
         insecure = ssl.create_default_context()
         insecure.check_hostname = False

@@ -1,0 +1,3 @@
+module k8scc.test/testbed/pause
+
+go 1.26.0

@@ -1,0 +1,576 @@
+"""A real Kubernetes node for the test bed: a kubelet built from the API server's Kubernetes
+module, containerd 2.x built from its Go module, Debian's runc and CNI plugins on a bridge of
+our own, and images built here (testbed.oci) imported into containerd.
+
+Everything stays on this machine: the bridge has a private subnet with no gateway and no
+masquerading, so pods get their own network namespace and address, reach the bridge address
+(the node's, where host processes listen), and nothing else. The kubelet changes a few host
+settings on start (sysctls, iptables chains, cgroups, a few hard-coded directories): start()
+records how the host was and stop() puts it back, after every container has ended.
+
+The kubelet's hard-coded paths and cgroup names allow one node per host at a time; a host-wide
+lock makes a second test bed wait for the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+from lightkube import ALL_NS, ApiError
+from lightkube.resources.core_v1 import Node, Pod
+
+from testbed import binaries, oci
+from testbed.controlplane import ControlPlane, free_port, kubeconfig
+
+BRIDGE = "k8scc0"
+SUBNET = "10.244.0.0/16"
+NODE_IP = "10.244.0.1"
+CNI_BIN_DIR = Path("/usr/lib/cni")
+RUNC = Path("/usr/sbin/runc")
+PAUSE_IMAGE = "localhost/k8scc/pause:1.0"
+HOST_LOCK = Path("/run/k8scc-realnode.lock")
+NAMESPACE = "k8s.io"  # containerd's namespace for CRI containers
+SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Directories the kubelet, containerd and the CNI plugins create outside the work directory.
+HOST_DIRS = (
+    Path("/var/lib/kubelet"),
+    Path("/var/log/containers"),
+    Path("/var/log/pods"),
+    Path("/run/containerd"),
+    Path("/var/lib/cni"),
+    Path("/run/netns"),
+)
+IPTABLES = ("iptables", "ip6tables")
+
+
+def pause_image() -> oci.Image:
+    pause = binaries.ensure(binaries.PAUSE) / "pause"
+    return oci.Image(
+        name=PAUSE_IMAGE,
+        files={"/pause": oci.File(pause)},
+        user="65535:65535",
+        entrypoint=("/pause",),
+    )
+
+
+@dataclass
+class HostState:
+    sysctls: dict[str, str]
+    chains: dict[tuple[str, str], set[str]]
+    cgroups: set[Path]
+    dirs: set[Path]
+    netns: set[str]
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+@dataclass
+class RealNode:
+    workdir: Path
+    control_plane: ControlPlane
+    images: tuple[oci.Image, ...] = ()
+    name: str = "k8scc-node"
+    _lock: IO[str] | None = None
+    _host: HostState | None = None
+    _processes: dict[str, _Process] = field(default_factory=dict)
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.workdir / "containerd" / "containerd.sock"
+
+    def _path(self, *parts: str) -> Path:
+        return self.workdir.joinpath(*parts)
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> None:
+        containerd_dir = binaries.ensure(binaries.CONTAINERD)
+        node_dir = binaries.ensure(binaries.NODE)
+        archives = [oci.archive(image) for image in (pause_image(), *self.images)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._lock = HOST_LOCK.open("w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._host = record_host()
+        try:
+            _bridge_up()
+            self._start_containerd(containerd_dir, timeout)
+            for archive in archives:
+                self._ctr(containerd_dir, "images", "import", "--no-unpack=false", str(archive))
+            self._start_kubelet(node_dir / "kubelet", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = self._path(f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        self._processes[name] = _Process(name, popen, log)
+
+    def _check_alive(self, name: str) -> None:
+        process = self._processes[name]
+        if process.popen.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited with {process.popen.returncode}; see {self._path(name + '.log')}"
+            )
+
+    def _start_containerd(self, bin_dir: Path, timeout: float) -> None:
+        root = self._path("containerd")
+        (root / "cni").mkdir(parents=True, exist_ok=True)
+        (root / "cni" / "10-k8scc.conflist").write_text(json.dumps(self._cni_config(), indent=2))
+        config = root / "config.toml"
+        config.write_text(self._containerd_config(root))
+        # containerd finds its shim on PATH, and the shim finds runc by BinaryName.
+        env = {"PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        self._spawn("containerd", [str(bin_dir / "containerd"), "--config", str(config)], env)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("containerd")
+            if self.containerd_socket.exists() and self._ctr_ok(bin_dir):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("containerd did not answer")
+            time.sleep(0.1)
+
+    def _cni_config(self) -> dict[str, Any]:
+        return {
+            "cniVersion": "1.0.0",
+            "name": "k8scc",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": BRIDGE,
+                    # No gateway and no masquerading: pods reach the bridge address only.
+                    "isGateway": False,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": SUBNET, "rangeStart": "10.244.1.1"}]],
+                        "dataDir": str(self._path("containerd", "ipam")),
+                    },
+                },
+                {"type": "loopback"},
+            ],
+        }
+
+    def _containerd_config(self, root: Path) -> str:
+        # This machine's bounding set lacks CAP_SYS_RESOURCE, so runc may not lower
+        # oom_score_adj: restrict_oom_score_adj keeps it at containerd's own.
+        return f"""version = 3
+root = "{root / "root"}"
+state = "{root / "state"}"
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
+
+[grpc]
+  address = "{self.containerd_socket}"
+
+[ttrpc]
+  address = "{root / "containerd.sock.ttrpc"}"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{RUNC}"
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{CNI_BIN_DIR}"]
+    conf_dir = "{root / "cni"}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"""
+
+    def _ctr(self, bin_dir: Path, *args: str) -> str:
+        result = subprocess.run(
+            [
+                str(bin_dir / "ctr"),
+                "--address",
+                str(self.containerd_socket),
+                "-n",
+                NAMESPACE,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args[:2])} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def _ctr_ok(self, bin_dir: Path) -> bool:
+        try:
+            self._ctr(bin_dir, "version")
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return False
+        return True
+
+    def _start_kubelet(self, binary: Path, timeout: float) -> None:
+        kubelet_dir = self._path("kubelet")
+        kubelet_dir.mkdir(exist_ok=True)
+        stem = self.control_plane.issue_client_cert(
+            kubelet_dir / "node", f"system:node:{self.name}", "system:nodes"
+        )
+        node_kubeconfig = kubelet_dir / "kubeconfig"
+        node_kubeconfig.write_text(
+            kubeconfig(
+                self.control_plane.server,
+                self.control_plane.ca_file,
+                {
+                    "client-certificate": str(stem.with_suffix(".crt")),
+                    "client-key": str(stem.with_suffix(".key")),
+                },
+            )
+        )
+        config = kubelet_dir / "config.yaml"
+        config.write_text(yaml.safe_dump(self._kubelet_config(kubelet_dir)))
+        self._spawn(
+            "kubelet",
+            [
+                str(binary),
+                f"--config={config}",
+                f"--kubeconfig={node_kubeconfig}",
+                f"--root-dir={kubelet_dir / 'root'}",
+                f"--cert-dir={kubelet_dir / 'pki'}",
+                f"--node-ip={NODE_IP}",
+                f"--hostname-override={self.name}",
+                "--v=1",
+            ],
+            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+        self._wait_ready(timeout)
+
+    def _kubelet_config(self, kubelet_dir: Path) -> dict[str, Any]:
+        resolv = kubelet_dir / "resolv.conf"
+        resolv.write_text("")
+        return {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            # This machine has cgroup v1 (hybrid); 1.35+ refuses it unless told.
+            "failCgroupV1": False,
+            "cgroupDriver": "cgroupfs",
+            "failSwapOn": False,
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "address": NODE_IP,
+            "port": free_port(),
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": free_port(),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(self.control_plane.ca_file)},
+            },
+            "authorization": {"mode": "Webhook"},
+            "podLogsDir": str(kubelet_dir / "pod-logs"),
+            "volumePluginDir": str(kubelet_dir / "volume-plugins"),
+            "resolvConf": str(resolv),
+            "clusterDomain": "cluster.local",
+            # A small test machine: evict only when it is really short of room.
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+                "imagefs.available": "1%",
+            },
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+            "nodeStatusUpdateFrequency": "2s",
+            "syncFrequency": "5s",
+            "fileCheckFrequency": "5s",
+        }
+
+    def _wait_ready(self, timeout: float) -> None:
+        client = self.control_plane.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("kubelet")
+            with contextlib.suppress(ApiError):
+                node = client.get(Node, self.name)
+                conditions = (node.status.conditions if node.status else None) or []
+                taints = (node.spec.taints if node.spec else None) or []
+                ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+                if ready and not any(t.key == "node.kubernetes.io/not-ready" for t in taints):
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.name} not Ready; see {self._path('kubelet.log')}")
+            time.sleep(0.2)
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ends the node's pods, the kubelet and containerd, then restores the host."""
+        try:
+            if "kubelet" in self._processes:
+                self._drain()
+            self._end("kubelet", 30)
+            if "containerd" in self._processes:
+                self._kill_tasks()
+            self._end("containerd", 15)
+            self._kill_shims()
+        finally:
+            if self._host is not None:
+                _restore_host(self._host, self.workdir)
+                self._host = None
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def _drain(self, timeout: float = 30.0) -> None:
+        """Lets the kubelet stop what runs (so CNI releases addresses and namespaces)."""
+        with contextlib.suppress(Exception):
+            client = self.control_plane.client()
+            for pod in client.list(Pod, namespace=ALL_NS, fields={"spec.nodeName": self.name}):
+                assert pod.metadata is not None
+                with contextlib.suppress(ApiError):
+                    client.delete(
+                        Pod,
+                        str(pod.metadata.name),
+                        namespace=pod.metadata.namespace,
+                        grace_period=0,
+                    )
+        bin_dir = binaries.ensure(binaries.CONTAINERD)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._running_tasks(bin_dir):
+            time.sleep(0.2)
+
+    def _running_tasks(self, bin_dir: Path) -> list[str]:
+        try:
+            listed = self._ctr(bin_dir, "tasks", "ls")
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return []
+        return [line.split()[0] for line in listed.splitlines()[1:] if "RUNNING" in line]
+
+    def _kill_tasks(self) -> None:
+        bin_dir = binaries.ensure(binaries.CONTAINERD)
+        for task in self._running_tasks(bin_dir):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._ctr(bin_dir, "tasks", "kill", "--signal", "SIGKILL", task)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self._running_tasks(bin_dir):
+            time.sleep(0.1)
+
+    def _end(self, name: str, timeout: float) -> None:
+        process = self._processes.pop(name, None)
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGTERM)
+        try:
+            process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
+        process.log.close()
+
+    def _kill_shims(self) -> None:
+        """containerd's shims outlive it by design; ours name our socket in their arguments."""
+        for pid in _pids_with_argument(str(self.containerd_socket)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _pids_with_argument(str(self.containerd_socket)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def __enter__(self) -> RealNode:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# -- the host's state ----------------------------------------------------------------------------
+
+
+def _pids_with_argument(argument: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if argument in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _bridge_up() -> None:
+    if not Path(f"/sys/class/net/{BRIDGE}").exists():
+        _ip("link", "add", BRIDGE, "type", "bridge")
+    _ip("addr", "replace", f"{NODE_IP}/16", "dev", BRIDGE)
+    _ip("link", "set", BRIDGE, "up")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["/usr/sbin/ip", *args], check=True, capture_output=True)
+
+
+def _kube_cgroups() -> set[Path]:
+    found = set()
+    for hierarchy in CGROUP_ROOT.iterdir():
+        for name in ("kubepods", "kubepods.slice"):
+            if (hierarchy / name).is_dir():
+                found.add(hierarchy / name)
+    if (CGROUP_ROOT / "kubepods").is_dir():
+        found.add(CGROUP_ROOT / "kubepods")
+    return found
+
+
+def _chains() -> dict[tuple[str, str], set[str]]:
+    chains: dict[tuple[str, str], set[str]] = {}
+    for command in IPTABLES:
+        for table in ("filter", "nat", "mangle"):
+            chains[(command, table)] = set(_iptables_save(command, table)[0])
+    return chains
+
+
+def _iptables_save(command: str, table: str) -> tuple[list[str], list[str]]:
+    """(chain names, rules as `-A ...` lines) of one table."""
+    result = subprocess.run(
+        [f"/usr/sbin/{command}-save", "-t", table], capture_output=True, text=True, check=False
+    )
+    lines = result.stdout.splitlines() if result.returncode == 0 else []
+    names = [line[1:].split()[0] for line in lines if line.startswith(":")]
+    return names, [line for line in lines if line.startswith("-A ")]
+
+
+def record_host() -> HostState:
+    """What start() saves and stop() restores; leftovers() compares with it."""
+    return HostState(
+        sysctls={name: Path("/proc/sys", name).read_text().strip() for name in SYSCTLS},
+        chains=_chains(),
+        cgroups=_kube_cgroups(),
+        dirs={d for d in HOST_DIRS if d.exists()},
+        netns=set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set(),
+    )
+
+
+def _mounts_below(roots: list[Path]) -> list[str]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        if any(point == str(r) or point.startswith(f"{r}/") for r in roots):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _unmount(points: list[str]) -> None:
+    for point in points:
+        subprocess.run(["/usr/bin/umount", "--lazy", point], capture_output=True, check=False)
+
+
+def _remove_chains(before: dict[tuple[str, str], set[str]]) -> None:
+    for (command, table), old in before.items():
+        names, rules = _iptables_save(command, table)
+        new = [name for name in names if name not in old]
+        if not new:
+            continue
+        binary = f"/usr/sbin/{command}"
+        for rule in rules:
+            words = rule.split()
+            if any(w in new for w in words[2:]) and words[1] not in new:
+                subprocess.run([binary, "-t", table, "-D", *words[1:]], check=False)
+        for name in new:
+            subprocess.run([binary, "-t", table, "-F", name], check=False)
+        for name in new:
+            subprocess.run([binary, "-t", table, "-X", name], check=False)
+
+
+def _remove_cgroup_tree(top: Path) -> None:
+    for directory in sorted(_walk_dirs(top), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _walk_dirs(top: Path) -> Iterator[Path]:
+    yield top
+    with contextlib.suppress(OSError):
+        for entry in top.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                yield from _walk_dirs(entry)
+
+
+def _restore_host(before: HostState, workdir: Path) -> None:
+    netns_dir = Path("/run/netns")
+    new_netns = [
+        netns_dir / name
+        for name in (os.listdir(netns_dir) if netns_dir.is_dir() else [])
+        if name not in before.netns
+    ]
+    new_dirs = [d for d in HOST_DIRS if d not in before.dirs]
+    _unmount(_mounts_below([workdir, *new_netns, *new_dirs]))
+    for namespace in new_netns:
+        with contextlib.suppress(OSError):
+            namespace.unlink()
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        _ip("link", "delete", BRIDGE)
+    _remove_chains(before.chains)
+    for cgroup in _kube_cgroups() - before.cgroups:
+        _remove_cgroup_tree(cgroup)
+    for name, value in before.sysctls.items():
+        Path("/proc/sys", name).write_text(value)
+    for directory in new_dirs:
+        subprocess.run(["/usr/bin/rm", "-rf", "--one-file-system", str(directory)], check=False)
+
+
+def leftovers(before: HostState, workdir: Path) -> list[str]:
+    """What a stopped node left on the host: empty when stop() did its job."""
+    found = [f"mount {point}" for point in _mounts_below([workdir])]
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        found.append(f"network device {BRIDGE}")
+    for pid in _pids_with_argument("k8s.io"):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if cmdline and re.search(rb"containerd-shim", cmdline[0]):
+            found.append(f"shim process {pid}")
+    found += [f"cgroup {cgroup}" for cgroup in sorted(_kube_cgroups() - before.cgroups)]
+    for key, names in _chains().items():
+        found += [f"{key[0]} {key[1]} chain {n}" for n in sorted(names - before.chains[key])]
+    found += [f"directory {d}" for d in HOST_DIRS if d.exists() and d not in before.dirs]
+    found += [
+        f"sysctl {name}"
+        for name, value in before.sysctls.items()
+        if Path("/proc/sys", name).read_text().strip() != value
+    ]
+    return found

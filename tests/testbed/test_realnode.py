@@ -1,0 +1,138 @@
+"""The test bed's real node: a kubelet we built, containerd 2.x and runc, pods in network
+namespaces of their own on our bridge, and a stop that leaves the host as it was."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Pod
+
+from testbed import binaries, realnode
+from testbed.cluster import BUSYBOX_IMAGE, Testbed
+from tests.support.pods import phase_in, shell_pod, terminated, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    testbed = Testbed(tmp_path_factory.mktemp("realnode"), node="kubelet")
+    testbed.start()
+    try:
+        yield testbed
+    finally:
+        testbed.stop()
+
+
+@pytest.fixture
+def client(bed: Testbed) -> Iterator[Client]:
+    admin = bed.control_plane.client()
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def ns(bed: Testbed, request: pytest.FixtureRequest) -> str:
+    name = f"rn-{request.node.name.replace('_', '-')}"[:63].rstrip("-").lower()
+    bed.control_plane.create_namespace(name)
+    return name
+
+
+def kubectl(bed: Testbed, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = binaries.ensure(binaries.KUBECTL) / "kubectl"
+    return subprocess.run(
+        [str(binary), f"--kubeconfig={bed.control_plane.admin_kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def busybox_pod(name: str, script: str) -> Pod:
+    return shell_pod(
+        name,
+        script,
+        container={"image": BUSYBOX_IMAGE, "imagePullPolicy": "Never"},
+        securityContext={"runAsUser": 500, "runAsGroup": 500},
+    )
+
+
+def test_node_is_ready_with_our_kubelet_and_containerd(bed: Testbed) -> None:
+    shown = kubectl(bed, "get", "nodes", "-o", "wide", "--no-headers")
+    assert shown.returncode == 0, shown.stderr
+    [row] = shown.stdout.splitlines()
+    columns = row.split()
+    assert columns[:2] == [bed.real_node.name, "Ready"]  # type: ignore[union-attr]
+    assert f"v{binaries.KUBE_VERSION}" in columns
+    assert f"containerd://{binaries.CONTAINERD.version}" in columns
+    assert realnode.NODE_IP in columns
+
+
+def test_restricted_pod_runs_in_its_own_network_namespace(
+    bed: Testbed, client: Client, ns: str
+) -> None:
+    client.create(busybox_pod("probe", "echo ready; exec sleep 1000"), namespace=ns)
+    running = wait_for(client, "probe", ns, phase_in("Running"))
+    address = ipaddress.ip_address(running["status"]["podIP"])
+    assert address in ipaddress.ip_network(realnode.SUBNET)
+    assert address != ipaddress.ip_address(realnode.NODE_IP)
+    status = kubectl(bed, "exec", "-n", ns, "probe", "--", "cat", "/proc/self/status")
+    assert status.returncode == 0, status.stderr
+    fields = dict(line.split(":\t", 1) for line in status.stdout.splitlines() if ":\t" in line)
+    assert fields["CapEff"].strip() == "0000000000000000"
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2"
+    assert fields["Uid"].split()[0] == "500"
+    links = kubectl(bed, "exec", "-n", ns, "probe", "--", "cat", "/proc/net/dev")
+    assert "eth0" in links.stdout and realnode.BRIDGE not in links.stdout
+    assert list(client.log("probe", namespace=ns, newlines=False)) == ["ready"]
+
+
+def test_graceful_delete_waits_for_the_container_to_exit(client: Client, ns: str) -> None:
+    script = "trap 'sleep 2; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
+    client.create(busybox_pod("graceful", script), namespace=ns)
+    wait_for(client, "graceful", ns, phase_in("Running"))
+    started = time.monotonic()
+    client.delete(Pod, "graceful", namespace=ns)
+    assert client.get(Pod, "graceful", namespace=ns).metadata.deletionTimestamp  # type: ignore[union-attr]
+    while time.monotonic() - started < 30:
+        try:
+            client.get(Pod, "graceful", namespace=ns)
+        except ApiError as error:
+            assert error.status.code == 404
+            break
+        time.sleep(0.1)
+    # The object stayed while the container ran its TERM handler (2 s).
+    assert time.monotonic() - started >= 2
+
+
+def test_memory_limit_gives_oomkilled(client: Client, ns: str) -> None:
+    pod = busybox_pod("hungry", "x=a; while true; do x=$x$x; done")
+    pod.spec.containers[0].resources = {"limits": {"memory": "32Mi"}}  # type: ignore[union-attr]
+    client.create(pod, namespace=ns)
+    final = wait_for(client, "hungry", ns, phase_in("Failed"), timeout=120)
+    state = terminated(final)
+    assert (state["reason"], state["exitCode"]) == ("OOMKilled", 137)
+
+
+def test_missing_image_is_reported(client: Client, ns: str) -> None:
+    pod = shell_pod(
+        "absent",
+        "true",
+        container={"image": "localhost/k8scc/absent:1.0", "imagePullPolicy": "Never"},
+    )
+    client.create(pod, namespace=ns)
+
+    def waiting_reason(p: dict[str, object]) -> bool:
+        statuses = p.get("status", {}).get("containerStatuses") or []  # type: ignore[attr-defined]
+        return any(
+            s["state"].get("waiting", {}).get("reason") == "ErrImageNeverPull" for s in statuses
+        )
+
+    wait_for(client, "absent", ns, waiting_reason)

@@ -1,0 +1,31 @@
+"""Stopping the real node puts the host back as it was, with a pod still running.
+
+A module of its own: the host holds one real node at a time, and test_realnode's stays up
+until that module ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed import realnode
+from testbed.cluster import Testbed
+from tests.support.pods import phase_in, wait_for
+from tests.testbed.test_realnode import busybox_pod
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+
+def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
+    before = realnode.record_host()
+    testbed = Testbed(tmp_path / "bed", node="kubelet")
+    testbed.start()
+    try:
+        client = testbed.control_plane.client()
+        testbed.control_plane.create_namespace("left")
+        client.create(busybox_pod("running", "exec sleep 1000"), namespace="left")
+        wait_for(client, "running", "left", phase_in("Running"))
+    finally:
+        testbed.stop()
+    assert realnode.leftovers(before, tmp_path) == []
