@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from testbed import tools
 from tests.support.fakepeer import (
     ChaincodeID,
     ChaincodeMessage,
@@ -69,7 +70,8 @@ def go_chaincode(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "set -e; GO111MODULE=on go build -v -mod=readonly "
         f"-ldflags \"-linkmode external -extldflags '-static'\" -o {out}/chaincode ."
     )
-    _timed_build("go build", ["/bin/sh", "-c", script], root / "chaincode/input/src", os.environ)
+    env = {**os.environ, "PATH": tools.host_path()}
+    _timed_build("go build", ["/bin/sh", "-c", script], root / "chaincode/input/src", env)
     return out / "chaincode"
 
 
@@ -101,7 +103,7 @@ def _chaincode_process(
 ) -> Iterator[Path]:
     """Run a chaincode with the Docker launcher's environment; yields its log file."""
     env = {
-        "PATH": os.environ["PATH"],
+        "PATH": tools.host_path(),
         "HOME": os.environ["HOME"],
         **launcher_env(chaincode, tmp_path / "tls"),
     }
