@@ -1,7 +1,8 @@
 """All of k8scc's Kubernetes I/O, over the standard library's HTTPS client: creating and
 deleting its objects, watching one pod and following its log. Transient failures (connection
-refused while the API server restarts, 5xx, 429) are retried with bounded backoff; everything
-else becomes one K8sccError line naming the object and what Kubernetes said.
+refused while the API server restarts, 5xx, 429) are retried with bounded backoff, or after the
+Retry-After of a 429 or 503; everything else becomes one K8sccError line naming the object and
+what Kubernetes said.
 
 Why not a client library: `run` stays resident for as long as its chaincode runs, one process per
 chaincode, and the few REST calls k8scc makes do not justify the ~15 MB that an HTTP client stack
@@ -13,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import socket
 import ssl
 import threading
@@ -23,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from k8scc import kubeconfig
+from k8scc import kubeconfig, names
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.render import Owner
@@ -35,16 +37,19 @@ WATCH_SECONDS = 60
 REQUEST_SECONDS = 15.0
 # A watch is silent for up to WATCH_SECONDS before the server ends it; only longer is a dead link.
 WATCH_READ_SECONDS = WATCH_SECONDS + 30
+# A Retry-After longer than this is the server's guess, not a promise; retrying sooner is fine.
+MAX_RETRY_AFTER_SECONDS = 10.0
 FIELD_MANAGER = "k8scc"
 
 
 class ApiError(Exception):
     """The API server answered with an error status."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 # What a request can fail with before the API server answers: refused, reset, timed out, TLS.
@@ -63,6 +68,24 @@ def _unavailable(error: Exception) -> bool:
     return isinstance(error, TRANSPORT_ERRORS) and not isinstance(
         error, ssl.SSLCertVerificationError
     )
+
+
+def _retry_after(response: http.client.HTTPResponse) -> float | None:
+    """The seconds a 429 or 503 asks us to wait; the HTTP-date form is left to our backoff."""
+    value = (response.getheader("Retry-After") or "").strip()
+    if response.status in (429, 503) and value.isdigit():
+        return float(value)
+    return None
+
+
+def _error(response: http.client.HTTPResponse, body: bytes) -> ApiError:
+    return ApiError(response.status, _message(body, response.status), _retry_after(response))
+
+
+def _pause(error: Exception, backoff: float) -> float:
+    """How long to wait before retrying: the backoff, or longer if the server asked for it."""
+    after = error.retry_after if isinstance(error, ApiError) else None
+    return backoff if after is None else max(backoff, min(after, MAX_RETRY_AFTER_SECONDS))
 
 
 def describe(error: Exception) -> str:
@@ -216,7 +239,7 @@ class _Http:
         finally:
             connection.close()
         if response.status >= 400:
-            raise ApiError(response.status, _message(data, response.status))
+            raise _error(response, data)
         result = json.loads(data) if data else {}
         return result if isinstance(result, dict) else {}
 
@@ -229,7 +252,7 @@ class _Http:
         try:
             response = connection.getresponse()
             if response.status >= 400:
-                raise ApiError(response.status, _message(response.read(), response.status))
+                raise _error(response, response.read())
             if connection.sock is not None:
                 connection.sock.settimeout(read_timeout)
             yield response
@@ -274,7 +297,9 @@ class Kube:
         return warming and _status_code(error) in (401, 403)
 
     def _call(self, what: str, action: Callable[[], T], tolerate: tuple[int, ...] = ()) -> T | None:
-        """`action()`, retried while the failure is transient; None for a tolerated status."""
+        """`action()`, retried while the failure is transient; None for a tolerated status.
+        A Retry-After that reaches past the retry window ends it at once: a retry before the
+        server's time would only be turned away again."""
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.2
         while True:
@@ -283,9 +308,10 @@ class Kube:
             except (ApiError, *TRANSPORT_ERRORS) as error:
                 if _status_code(error) in tolerate:
                     return None
-                if not self._transient(error) or time.monotonic() + delay > deadline:
+                pause = _pause(error, delay)
+                if not self._transient(error) or time.monotonic() + pause > deadline:
                     raise K8sccError(f"{what}: {describe(error)}") from None
-                time.sleep(delay)
+                time.sleep(pause)
                 delay = min(delay * 2, 3.0)
 
     def _path(self, plural: str, name: str = "", suffix: str = "") -> str:
@@ -297,20 +323,47 @@ class Kube:
     # -- objects ------------------------------------------------------------------------------
 
     def _create(self, plural: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
-        """The created object, or None when one of that name exists already."""
-        name = manifest["metadata"]["name"]
+        """The created object, or None when another one of that name exists already.
+
+        A create is retried like any request although an attempt whose answer was lost may
+        have stored the object. That is safe because every attempt sends the same random
+        create id annotation: a 409 on a retry reads the object and adopts it exactly when it
+        carries the labels and annotations we sent, create id included; anything else is
+        another object of that name. Name and labels alone cannot tell: a chaincode pod's are
+        the same for every launch of its package."""
+        metadata = manifest["metadata"]
+        name = metadata["name"]
+        annotations = {
+            **(metadata.get("annotations") or {}),
+            names.ANNOTATION_CREATE_ID: secrets.token_hex(8),
+        }
+        sent = {**manifest, "metadata": {**metadata, "annotations": annotations}}
+        attempts = 0
+
+        def attempt() -> dict[str, Any] | None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return self._http.request(
+                    "POST", self._path(plural), {"fieldManager": FIELD_MANAGER}, sent
+                )
+            except ApiError as error:
+                if error.code != 409:
+                    raise
+            if attempts == 1:
+                return None
+            found = self._http.request("GET", self._path(plural, name))
+            return found if _carries(found, sent) else None
+
         return self._call(
-            f"cannot create {plural[:-1]} {name} in namespace {self.namespace}",
-            lambda: self._http.request(
-                "POST", self._path(plural), {"fieldManager": FIELD_MANAGER}, manifest
-            ),
-            tolerate=(409,),
+            f"cannot create {plural[:-1]} {name} in namespace {self.namespace}", attempt
         )
 
     def create_pod(self, manifest: dict[str, Any]) -> dict[str, Any]:
         pod = self._create("pods", manifest)
         if pod is None:
-            raise K8sccError(f"pod {manifest['metadata']['name']} exists already")
+            name = manifest["metadata"]["name"]
+            raise K8sccError(f"pod {name} exists already and was not created by this step")
         return pod
 
     def replace_pod(self, manifest: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
@@ -415,23 +468,28 @@ class Kube:
                     return
 
     def watch_pod(
-        self, name: str, resource_version: str, stop: threading.Event
+        self, name: str, uid: str, resource_version: str, stop: threading.Event
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Events of one pod (field selector on its name) from `resource_version` on, resumed
-        after server timeouts, dropped connections and 410 Gone (then re-read, so no state
-        change is missed)."""
+        """Events of pod `name` with `uid` from `resource_version` on, resumed after server
+        timeouts, dropped connections and 410 Gone (then re-read, so no state change is
+        missed). A pod of that name with another uid has replaced ours: ours is reported
+        DELETED, as when the name is gone."""
+        gone = ("DELETED", {"metadata": {"name": name, "uid": uid}})
         version: str | None = resource_version
         delay = 0.2
         while not stop.is_set():
             if version is None:
                 current = self.get_pod(name)
-                if current is None:
-                    yield "DELETED", {"metadata": {"name": name}}
+                if current is None or current["metadata"].get("uid") != uid:
+                    yield gone
                     return
                 version = current["metadata"]["resourceVersion"]
                 yield "MODIFIED", current
             try:
                 for kind, data in self._pod_events(name, version, stop):
+                    if data["metadata"].get("uid") != uid:
+                        yield gone
+                        return
                     version = data["metadata"]["resourceVersion"]
                     delay = 0.2
                     yield kind, data
@@ -442,7 +500,7 @@ class Kube:
                     version = None
                 elif isinstance(error, ValueError) or not self._transient(error):
                     raise K8sccError(f"watching pod {name}: {describe(error)}") from None
-                stop.wait(delay)
+                stop.wait(_pause(error, delay))
                 delay = min(delay * 2, 3.0)
 
     def follow_log(
@@ -478,7 +536,7 @@ class Kube:
                     raise K8sccError(f"reading the log of pod {name}: {describe(error)}") from None
                 if seen:
                     since = max(1, int(time.time() - _stamp_seconds(seen)) + 2)
-                stop.wait(0.5)
+                stop.wait(_pause(error, 0.5))
 
     # -- k8scc doctor -------------------------------------------------------------------------
 
@@ -537,6 +595,15 @@ class Kube:
                 manifest,
             ),
         )
+
+
+def _carries(found: dict[str, Any], sent: dict[str, Any]) -> bool:
+    """Whether `found` has every label and annotation `sent` had; admission may add more."""
+    have, want = found.get("metadata") or {}, sent["metadata"]
+    return all(
+        dict(want.get(key) or {}).items() <= dict(have.get(key) or {}).items()
+        for key in ("labels", "annotations")
+    )
 
 
 def _stamp_key(stamp: str) -> str:

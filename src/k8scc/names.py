@@ -26,6 +26,8 @@ ANNOTATION_PACKAGE_ID = f"{GROUP}/package-id"
 ANNOTATION_PEER_ID = f"{GROUP}/peer-id"
 ANNOTATION_MSPID = f"{GROUP}/mspid"
 ANNOTATION_LABEL = f"{GROUP}/label"
+# Random per create call: tells the object a retried create stored from an earlier one's.
+ANNOTATION_CREATE_ID = f"{GROUP}/create-id"
 
 _NOT_DNS = re.compile(r"[^a-z0-9]+")
 

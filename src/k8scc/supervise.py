@@ -99,9 +99,9 @@ class Supervisor:
         self.events: queue.Queue[tuple[str, dict[str, Any]] | BaseException] = queue.Queue()
         self._log_thread: threading.Thread | None = None
 
-    def _watch(self, resource_version: str) -> None:
+    def _watch(self, uid: str, resource_version: str) -> None:
         try:
-            for event in self.kube.watch_pod(self.name, resource_version, self.stop):
+            for event in self.kube.watch_pod(self.name, uid, resource_version, self.stop):
                 self.events.put(event)
         except BaseException as error:
             self.events.put(error)
@@ -117,10 +117,13 @@ class Supervisor:
             self._log_thread = threading.Thread(target=self._follow_logs, daemon=True)
             self._log_thread.start()
 
-    def wait(self, resource_version: str) -> Outcome:
-        """Returns when the pod has ended; raises K8sccError when it cannot start, is stuck,
-        or disappears."""
-        threading.Thread(target=self._watch, args=(resource_version,), daemon=True).start()
+    def wait(self, created_pod: dict[str, Any]) -> Outcome:
+        """Follows the pod as its create returned it. Returns when the pod has ended; raises
+        K8sccError when it cannot start, is stuck, or disappears."""
+        metadata = created_pod["metadata"]
+        threading.Thread(
+            target=self._watch, args=(metadata["uid"], metadata["resourceVersion"]), daemon=True
+        ).start()
         created = time.monotonic()
         stuck_since: float | None = None
         pod: dict[str, Any] = {}

@@ -64,7 +64,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         pod = kube.create_pod(manifest)
         log.pod = name
         log.info(f"building {platform.name} chaincode in image {settings.build_image}")
-        outcome = supervisor.wait(pod["metadata"]["resourceVersion"])
+        outcome = supervisor.wait(pod)
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")
         transfer.collect_build(name, output / OUTPUT)

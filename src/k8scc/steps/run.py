@@ -65,7 +65,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             owners = [pod_ref] + ([who.owner.reference()] if who.owner else [])
             kube.set_secret_owners(name, owners)
         log.info(f"chaincode pod started in image {info.run_image}")
-        outcome = supervisor.wait(pod["metadata"]["resourceVersion"])
+        outcome = supervisor.wait(pod)
         if outcome.succeeded:
             log.info("chaincode exited")
             return 0

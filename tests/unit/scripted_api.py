@@ -1,0 +1,222 @@
+"""A stand-in API server for kube.py's unit tests: over TLS on 127.0.0.1 it answers each request
+with the next step of a script (an exact reply, a watch stream, or a hang-up without an answer)
+and records what it was asked and when. A request the script does not expect gets 418, which
+k8scc never retries, so a test fails at once instead of waiting out a retry window."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import trustme
+import yaml
+
+from k8scc import config
+from k8scc.kube import Kube
+
+NAMESPACE = "ns"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when the request had been read
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A whole response. `body` may be computed from the requests so far, the way a server
+    answers with what was posted earlier."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Events:
+    """A watch response: one JSON line per event, then the server ends the stream."""
+
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Reads the request whole, then closes the connection without answering: a response lost
+    after the server acted on the request."""
+
+
+Response = Reply | Events | Hangup
+
+
+@dataclass(frozen=True)
+class Step:
+    method: str
+    path: str  # without the query
+    response: Response
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A Kubernetes Status object."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def pods_path(name: str = "") -> str:
+    return f"/api/v1/namespaces/{NAMESPACE}/pods" + (f"/{name}" if name else "")
+
+
+class ScriptedApi:
+    def __init__(self, script: list[Step]) -> None:
+        self.script = list(script)
+        self.requests: list[Request] = []
+        self.unexpected: list[str] = []
+        self._lock = threading.Lock()
+        self.ca = trustme.CA()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ca.issue_cert("127.0.0.1").configure_cert(context)
+        self._server = HTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def next_response(self, request: Request) -> Response:
+        with self._lock:
+            self.requests.append(request)
+            if self.script and (self.script[0].method, self.script[0].path) == (
+                request.method,
+                request.path,
+            ):
+                return self.script.pop(0).response
+            expected = f"{self.script[0].method} {self.script[0].path}" if self.script else "none"
+            self.unexpected.append(f"{request.method} {request.path} (expected {expected})")
+        return Reply(418, status(418, "Unexpected", f"unexpected {request.method} {request.path}"))
+
+    def kube(self, directory: Path) -> Kube:
+        """A client of this server, through a kubeconfig as an operator would write one."""
+        document = {
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{self.port}",
+                        "certificate-authority-data": base64.b64encode(
+                            self.ca.cert_pem.bytes()
+                        ).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "u", "user": {"token": "scripted"}}],
+            "contexts": [
+                {"name": "x", "context": {"cluster": "c", "user": "u", "namespace": NAMESPACE}}
+            ],
+            "current-context": "x",
+        }
+        path = directory / "kubeconfig"
+        path.write_text(yaml.safe_dump(document))
+        return Kube(dataclasses.replace(config.parse(""), kubeconfig=path))
+
+    def finished(self) -> None:
+        """Asserts that every request was expected and every step was asked for."""
+        assert self.unexpected == []
+        assert self.script == [], "steps never requested"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@contextmanager
+def scripted_api(script: list[Step]) -> Iterator[ScriptedApi]:
+    api = ScriptedApi(script)
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the requests are recorded; stderr noise would only bury test output
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            url = urlsplit(self.path)
+            request = Request(
+                method=self.command,
+                path=url.path,
+                query=dict(parse_qsl(url.query)),
+                headers=dict(self.headers.items()),
+                body=body,
+                at=time.monotonic(),
+            )
+            response = api.next_response(request)
+            if isinstance(response, Hangup):
+                self.close_connection = True
+                return
+            if isinstance(response, Events):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                for event in response.events:
+                    self.wfile.write(json.dumps(event).encode() + b"\n")
+                return
+            content = response.body
+            if callable(content):
+                content = content(list(api.requests))
+            payload = b"" if content is None else json.dumps(content).encode()
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            self._answer()
+
+        def do_PATCH(self) -> None:
+            self._answer()
+
+        def do_DELETE(self) -> None:
+            self._answer()
+
+    return Handler

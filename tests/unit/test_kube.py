@@ -1,0 +1,203 @@
+"""kube.py against a scripted API server: watches that outlive their pod, Retry-After, and
+creates whose answer was lost."""
+
+from __future__ import annotations
+
+import io
+import threading
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k8scc.errors import K8sccError
+from k8scc.log import StepLog
+from k8scc.supervise import Supervisor
+from tests.unit.scripted_api import (
+    Events,
+    Hangup,
+    Reply,
+    Request,
+    Step,
+    pods_path,
+    scripted_api,
+    status,
+)
+
+pytestmark = pytest.mark.unit
+
+NAME = "ccbuild-x-0123456789"
+LABELS = {"app.kubernetes.io/managed-by": "k8scc", "k8scc.hyperledger.org/step": "build"}
+GONE = {"type": "ERROR", "object": status(410, "Expired", "too old resource version: 10 (40)")}
+
+
+def pod(uid: str, version: str, phase: str = "Pending") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": NAME, "uid": uid, "resourceVersion": version, "labels": LABELS},
+        "status": {"phase": phase},
+    }
+
+
+def manifest() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": NAME, "labels": LABELS, "annotations": {"example.com/a": "b"}},
+        "spec": {"containers": [{"name": "build", "image": "busybox"}]},
+    }
+
+
+def stored(requests: list[Request]) -> dict[str, Any]:
+    """What the API server stored for the first POST: the object as sent, plus its uid."""
+    body: dict[str, Any] = requests[0].json()
+    body["metadata"].update(uid="uid-stored", resourceVersion="7")
+    return body
+
+
+# --- watching ---------------------------------------------------------------------------------
+
+
+def test_a_pod_replaced_while_the_watch_was_gone_is_reported_deleted(tmp_path: Path) -> None:
+    """410 Gone, then the re-read finds a pod of our name with another uid: ours is gone, and
+    supervising the newcomer would keep an old `run` alive for as long as the new pod runs."""
+    script = [
+        Step("GET", pods_path(), Events([GONE])),
+        Step("GET", pods_path(NAME), Reply(200, pod("uid-new", "40"))),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        supervisor = Supervisor(kube, StepLog("run", stream=io.StringIO()), NAME, "c", 60, 60)
+        try:
+            with pytest.raises(K8sccError, match=f"^pod {NAME} was deleted$"):
+                supervisor.wait(pod("uid-ours", "10"))
+        finally:
+            supervisor.close()
+        api.finished()
+
+
+@pytest.mark.parametrize(
+    "reread", [Reply(200, pod("uid-new", "40")), Reply(404, status(404, "NotFound", "gone"))]
+)
+def test_after_410_gone_a_missing_or_different_pod_ends_the_watch(
+    tmp_path: Path, reread: Reply
+) -> None:
+    script = [Step("GET", pods_path(), Events([GONE])), Step("GET", pods_path(NAME), reread)]
+    with scripted_api(script) as api:
+        events = list(api.kube(tmp_path).watch_pod(NAME, "uid-ours", "10", threading.Event()))
+        assert [kind for kind, _ in events] == ["DELETED"]
+        assert events[0][1]["metadata"]["uid"] == "uid-ours"
+        api.finished()
+
+
+def test_after_410_gone_our_own_pod_is_re_read_and_watched_on(tmp_path: Path) -> None:
+    script = [
+        Step("GET", pods_path(), Events([GONE])),
+        Step("GET", pods_path(NAME), Reply(200, pod("uid-ours", "40", "Running"))),
+        Step("GET", pods_path(), Events([{"type": "MODIFIED", "object": pod("uid-ours", "41")}])),
+    ]
+    with scripted_api(script) as api:
+        stop = threading.Event()
+        watch = api.kube(tmp_path).watch_pod(NAME, "uid-ours", "10", stop)
+        events = list(islice(watch, 2))
+        stop.set()
+        assert list(watch) == []
+        assert [(kind, data["metadata"]["resourceVersion"]) for kind, data in events] == [
+            ("MODIFIED", "40"),
+            ("MODIFIED", "41"),
+        ]
+        assert api.requests[2].query["resourceVersion"] == "40"
+        api.finished()
+
+
+def test_an_event_for_another_pod_of_our_name_ends_the_watch(tmp_path: Path) -> None:
+    script = [Step("GET", pods_path(), Events([{"type": "ADDED", "object": pod("uid-new", "40")}]))]
+    with scripted_api(script) as api:
+        events = list(api.kube(tmp_path).watch_pod(NAME, "uid-ours", "10", threading.Event()))
+        assert [kind for kind, _ in events] == ["DELETED"]
+        api.finished()
+
+
+# --- Retry-After ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [429, 503])
+def test_retry_after_holds_the_retry_back(tmp_path: Path, code: int) -> None:
+    script = [
+        Step(
+            "GET", pods_path(NAME), Reply(code, status(code, "Busy", "busy"), {"Retry-After": "1"})
+        ),
+        Step("GET", pods_path(NAME), Reply(200, pod("uid-ours", "10"))),
+    ]
+    with scripted_api(script) as api:
+        found = api.kube(tmp_path).get_pod(NAME)
+        assert found is not None and found["metadata"]["uid"] == "uid-ours"
+        first, second = api.requests
+        assert second.at - first.at >= 0.95  # 1 s asked for, less the timers' slack
+        api.finished()
+
+
+def test_a_retry_after_beyond_the_retry_window_fails_at_once(tmp_path: Path) -> None:
+    busy = Reply(429, status(429, "TooManyRequests", "slow down"), {"Retry-After": "3600"})
+    with scripted_api([Step("GET", pods_path(NAME), busy)]) as api:
+        kube = api.kube(tmp_path)
+        kube.retry_seconds = 2.0
+        with pytest.raises(K8sccError, match=f"^cannot read pod {NAME}: slow down$"):
+            kube.get_pod(NAME)
+        assert len(api.requests) == 1
+        api.finished()
+
+
+# --- creates whose answer was lost ------------------------------------------------------------
+
+EXISTS = Reply(409, status(409, "AlreadyExists", f'pods "{NAME}" already exists'))
+
+
+def test_a_lost_create_is_retried_and_the_pod_it_stored_adopted(tmp_path: Path) -> None:
+    script = [
+        Step("POST", pods_path(), Hangup()),
+        Step("POST", pods_path(), EXISTS),
+        Step("GET", pods_path(NAME), Reply(200, stored)),
+    ]
+    with scripted_api(script) as api:
+        created = api.kube(tmp_path).create_pod(manifest())
+        assert created["metadata"]["uid"] == "uid-stored"
+        first, second, _ = api.requests
+        assert first.json() == second.json()  # the retry is the same create
+        assert first.json()["metadata"]["labels"] == LABELS
+        api.finished()
+
+
+def test_a_foreign_pod_met_by_a_retried_create_is_refused(tmp_path: Path) -> None:
+    foreign = pod("uid-foreign", "3")
+    foreign["metadata"]["labels"] = {**LABELS, "k8scc.hyperledger.org/step": "run"}
+    script = [
+        Step("POST", pods_path(), Hangup()),
+        Step("POST", pods_path(), EXISTS),
+        Step("GET", pods_path(NAME), Reply(200, foreign)),
+    ]
+    with scripted_api(script) as api:
+        with pytest.raises(K8sccError) as raised:
+            api.kube(tmp_path).create_pod(manifest())
+        assert str(raised.value) == f"pod {NAME} exists already and was not created by this step"
+        api.finished()
+
+
+def test_an_earlier_incarnation_met_by_a_retried_create_is_replaced(tmp_path: Path) -> None:
+    """A chaincode pod's name is the same for every launch: an earlier launch's pod carries our
+    labels too, and is replaced, not adopted."""
+    earlier = pod("uid-earlier", "3", "Running")
+    script = [
+        Step("POST", pods_path(), Hangup()),
+        Step("POST", pods_path(), EXISTS),
+        Step("GET", pods_path(NAME), Reply(200, earlier)),
+        Step("DELETE", pods_path(NAME), Reply(200, earlier)),
+        Step("GET", pods_path(NAME), Reply(404, status(404, "NotFound", "not found"))),
+        Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
+    ]
+    with scripted_api(script) as api:
+        created = api.kube(tmp_path).replace_pod(manifest(), wait_seconds=10)
+        assert created["metadata"]["uid"] == "uid-stored"
+        api.finished()
