@@ -108,9 +108,13 @@ def read_metadata(metadata_dir: Path) -> Metadata:
     label = _string(data, "label", what, required=False)
     if label and not LABEL_PATTERN.fullmatch(label):
         raise K8sccError(f"{what}: label {label!r} is not a valid Fabric package label")
-    return Metadata(
-        type=kind, label=label, path=_string(data, "path", what, required=False), raw=raw
-    )
+    path = _string(data, "path", what, required=False)
+    # The path is go build's package argument, and go build has no `--` to end its flags.
+    if path.startswith("-"):
+        raise K8sccError(
+            f"{what}: path {path!r} begins with '-', which go build would read as a flag"
+        )
+    return Metadata(type=kind, label=label, path=path, raw=raw)
 
 
 def _pem_kinds(value: str) -> list[str]:

@@ -98,6 +98,20 @@ def test_metadata_valid_labels(tmp_path: Path, label: str) -> None:
     assert metadata.label == label
 
 
+@pytest.mark.parametrize("path", ["-toolexec=/tmp/evil", "-o", "--modfile=x", "-"])
+def test_metadata_path_that_go_build_would_read_as_a_flag(tmp_path: Path, path: str) -> None:
+    message = metadata_error(tmp_path, {"type": "golang", "path": path})
+    assert message == (
+        f"metadata.json: path {path!r} begins with '-', which go build would read as a flag"
+    )
+
+
+@pytest.mark.parametrize("path", ["github.com/ex-ample/my-cc", "./cc", "cc-"])
+def test_metadata_paths_with_dashes_inside_are_fine(tmp_path: Path, path: str) -> None:
+    metadata = read_metadata(write(tmp_path, "metadata.json", {"type": "golang", "path": path}))
+    assert metadata.path == path
+
+
 # --- chaincode.json ---------------------------------------------------------------------------
 
 
