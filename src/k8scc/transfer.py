@@ -40,24 +40,68 @@ class Transfer(Protocol):
         """Removes everything staged under `name` (a build name or a subPath prefix)."""
 
 
+# A symlink chain longer than this does not resolve (Linux's MAXSYMLINKS).
+MAX_LINK_HOPS = 40
+
+
+def _stays_inside(root: str, here: list[str], link: str) -> bool:
+    """Whether `link`, a symlink target in directory `here` (components below `root`), is
+    relative and resolves without ever leaving the tree. Components are resolved one at a time
+    as the kernel does, following the links met on the way, so `..` climbs from where a link
+    really leads; one that does not exist (yet) is taken as a directory."""
+    if os.path.isabs(link):
+        return False
+    inside = list(here)
+    pending = list(reversed(link.split("/")))
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not inside:
+                return False
+            inside.pop()
+            continue
+        try:
+            target = os.readlink(os.path.join(root, *inside, part))
+        except OSError:  # not a link, or not there
+            inside.append(part)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            return True  # a loop leads nowhere, outside included
+        if os.path.isabs(target):
+            return False
+        pending.extend(reversed(target.split("/")))
+    return True
+
+
+def _copied_mode(mode: int, least: int) -> int:
+    """Permission bits for a copy: at least `least`, at most 0755 for directories and
+    executables and 0644 for other files, never setuid, setgid or sticky."""
+    executable = stat.S_ISDIR(mode) or mode & 0o111
+    return (stat.S_IMODE(mode) & (0o755 if executable else 0o644)) | least
+
+
 def copy_tree(source: Path, destination: Path, what: str, readable: bool = False) -> None:
     """Copies directories, regular files and relative symlinks that stay inside `source` (what
     the peer accepts in a build output); anything else is refused by name. `readable` opens
-    the copy to the non-root users pods run as.
+    the copy to the non-root users pods run as; nothing is writable but by its owner.
 
     A build output holds thousands of files (a Node build's node_modules), so each costs only
     what it must: one lstat from the directory scan, an open of each side, a kernel-side copy
-    and an fchmod."""
+    and an fchmod; a symlink, a readlink per component of its target."""
     if not source.is_dir():
         raise K8sccError(f"{what}: {source} is not a directory")
     root = os.path.realpath(source)
     destination.mkdir(parents=True, exist_ok=True)
     file_bits = 0o644 if readable else 0o600
     dir_bits = 0o755 if readable else 0o700
-    # (source directory, its real path, the matching destination directory)
-    pending = [(str(source), root, str(destination))]
+    # (source directory, its components below the root, the matching destination directory)
+    pending: list[tuple[str, list[str], str]] = [(str(source), [], str(destination))]
     while pending:
-        here, real_here, target_dir = pending.pop()
+        here, below, target_dir = pending.pop()
         try:
             with os.scandir(here) as scan:
                 entries = sorted(scan, key=lambda entry: entry.name)
@@ -68,18 +112,16 @@ def copy_tree(source: Path, destination: Path, what: str, readable: bool = False
             mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISLNK(mode):
                 link = os.readlink(entry.path)
-                # Lexical containment: resolving could loop or leave the tree through other links.
-                resolved = os.path.normpath(os.path.join(real_here, link))
-                if os.path.isabs(link) or os.path.commonpath([root, resolved]) != root:
+                if not _stays_inside(root, below, link):
                     inside = os.path.relpath(entry.path, source)
                     raise K8sccError(f"{what}: symlink {inside} points outside")
                 os.symlink(link, target)
             elif stat.S_ISDIR(mode):
                 os.makedirs(target, exist_ok=True)
-                os.chmod(target, stat.S_IMODE(mode) | dir_bits)
-                pending.append((entry.path, os.path.join(real_here, entry.name), target))
+                os.chmod(target, _copied_mode(mode, dir_bits))
+                pending.append((entry.path, [*below, entry.name], target))
             elif stat.S_ISREG(mode):
-                _copy_file(entry.path, target, stat.S_IMODE(mode) | file_bits)
+                _copy_file(entry.path, target, _copied_mode(mode, file_bits))
             else:
                 inside = os.path.relpath(entry.path, source)
                 raise K8sccError(f"{what}: {inside} is not a regular file or directory")

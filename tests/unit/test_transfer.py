@@ -117,6 +117,8 @@ def test_copies_relative_symlinks_inside_the_tree(source: Path, tmp_path: Path) 
         ("sub/escape", "../../outside"),
         ("sub/sneaky", "deeper/../../../outside"),
         ("dir-escape", ".."),
+        # out of the tree and back in under its name, which the copy does not have
+        ("sub/reenter", "../../source/file.txt"),
     ],
 )
 def test_refuses_escaping_symlinks(source: Path, tmp_path: Path, link: str, target: str) -> None:
@@ -126,12 +128,74 @@ def test_refuses_escaping_symlinks(source: Path, tmp_path: Path, link: str, targ
     assert f"symlink {link} points outside" in message
 
 
+@pytest.mark.parametrize(
+    "links",
+    [
+        [("d", "."), ("e", "d/..")],
+        [("sub/up", ".."), ("sub/e", "up/../outside")],
+        [("sub/deeper/top", "../.."), ("sub/alias", "deeper/top"), ("sub/x", "alias/../x")],
+    ],
+)
+def test_refuses_symlinks_that_leave_the_tree_through_other_links(
+    source: Path, tmp_path: Path, links: list[tuple[str, str]]
+) -> None:
+    """Each target looks inside when read as text; resolved, the last one leaves the tree."""
+    for link, target in links:
+        (source / link).symlink_to(target)
+    message = refusal(source, tmp_path / "copy")
+    assert message == f"build output: symlink {links[-1][0]} points outside"
+
+
+def test_a_symlink_loop_stays_inside(source: Path, tmp_path: Path) -> None:
+    (source / "ping").symlink_to("pong")
+    (source / "pong").symlink_to("ping")
+    copy_tree(source, tmp_path / "copy", "build output")
+    assert os.readlink(tmp_path / "copy" / "ping") == "pong"
+
+
 @pytest.mark.parametrize("inside", [True, False])
 def test_refuses_absolute_symlinks(source: Path, tmp_path: Path, inside: bool) -> None:
     target = source / "file.txt" if inside else Path("/etc/hostname")
     (source / "sub" / "absolute").symlink_to(target)
     message = refusal(source, tmp_path / "copy")
     assert "symlink sub/absolute points outside" in message
+
+
+@pytest.mark.parametrize("readable", [False, True])
+@pytest.mark.parametrize(
+    ("name", "mode", "copied", "copied_readable"),
+    [
+        ("setuid", 0o4755, 0o755, 0o755),
+        ("setgid", 0o2755, 0o755, 0o755),
+        ("all", 0o777, 0o755, 0o755),
+        ("shared", 0o666, 0o644, 0o644),
+        ("owner-exec", 0o700, 0o700, 0o744),
+        ("private", 0o600, 0o600, 0o644),
+    ],
+)
+def test_file_modes_lose_special_bits_and_group_or_other_write(
+    tmp_path: Path, readable: bool, name: str, mode: int, copied: int, copied_readable: int
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / name).write_text("x")
+    (source / name).chmod(mode)
+    assert stat.S_IMODE((source / name).stat().st_mode) == mode
+    copy_tree(source, tmp_path / "copy", "build output", readable=readable)
+    assert stat.S_IMODE((tmp_path / "copy" / name).stat().st_mode) == (
+        copied_readable if readable else copied
+    )
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o2775, 0o777])
+def test_directory_modes_lose_special_bits_and_group_or_other_write(
+    tmp_path: Path, mode: int
+) -> None:
+    source = tmp_path / "source"
+    (source / "dir").mkdir(parents=True)
+    (source / "dir").chmod(mode)
+    copy_tree(source, tmp_path / "copy", "build output")
+    assert stat.S_IMODE((tmp_path / "copy" / "dir").stat().st_mode) == 0o755
 
 
 def test_refuses_a_fifo(source: Path, tmp_path: Path) -> None:
