@@ -9,7 +9,9 @@ settings on start (sysctls, iptables chains, cgroups, a few hard-coded directori
 records how the host was and stop() puts it back, after every container has ended.
 
 The kubelet's hard-coded paths and cgroup names allow one node per host at a time; a host-wide
-lock makes a second test bed wait for the first.
+lock makes a second test bed wait for the first. containerd's and the kubelet's state, sockets
+included, lives in a short directory of its own (STATE_PREFIX): a Unix socket path holds at most
+107 bytes, and a test's work directory can be longer than that. Logs stay in the work directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +44,8 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
 PAUSE_IMAGE = "localhost/k8scc/pause:1.0"
 HOST_LOCK = Path("/run/k8scc-realnode.lock")
+STATE_PREFIX = "k8scc-node-"
+STATE_PARENT = Path("/tmp")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI containers
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -73,6 +78,7 @@ class HostState:
     cgroups: set[Path]
     dirs: set[Path]
     netns: set[str]
+    states: set[Path]
 
 
 @dataclass
@@ -90,16 +96,22 @@ class RealNode:
     name: str = "k8scc-node"
     _lock: IO[str] | None = None
     _host: HostState | None = None
+    _state: Path | None = None
     _processes: dict[str, _Process] = field(default_factory=dict)
 
     # -- paths ---------------------------------------------------------------------------------
 
     @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return self._state_path("containerd", "containerd.sock")
 
     def _path(self, *parts: str) -> Path:
         return self.workdir.joinpath(*parts)
+
+    def _state_path(self, *parts: str) -> Path:
+        if self._state is None:
+            raise RuntimeError("the node has not been started")
+        return self._state.joinpath(*parts)
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -111,6 +123,7 @@ class RealNode:
         self._lock = HOST_LOCK.open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._host = record_host()
+        self._state = Path(tempfile.mkdtemp(prefix=STATE_PREFIX, dir=STATE_PARENT))
         try:
             _bridge_up()
             self._start_containerd(containerd_dir, timeout)
@@ -141,7 +154,7 @@ class RealNode:
             )
 
     def _start_containerd(self, bin_dir: Path, timeout: float) -> None:
-        root = self._path("containerd")
+        root = self._state_path("containerd")
         (root / "cni").mkdir(parents=True, exist_ok=True)
         (root / "cni" / "10-k8scc.conflist").write_text(json.dumps(self._cni_config(), indent=2))
         config = root / "config.toml"
@@ -173,7 +186,7 @@ class RealNode:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": SUBNET, "rangeStart": "10.244.1.1"}]],
-                        "dataDir": str(self._path("containerd", "ipam")),
+                        "dataDir": str(self._state_path("containerd", "ipam")),
                     },
                 },
                 {"type": "loopback"},
@@ -246,8 +259,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         return True
 
     def _start_kubelet(self, binary: Path, timeout: float) -> None:
-        kubelet_dir = self._path("kubelet")
-        kubelet_dir.mkdir(exist_ok=True)
+        kubelet_dir = self._state_path("kubelet")
+        kubelet_dir.mkdir()
         stem = self.control_plane.issue_client_cert(
             kubelet_dir / "node", f"system:node:{self.name}", "system:nodes"
         )
@@ -351,8 +364,12 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             self._kill_shims()
         finally:
             if self._host is not None:
-                _restore_host(self._host, self.workdir)
+                roots = [self.workdir] + ([self._state] if self._state else [])
+                _restore_host(self._host, roots)
                 self._host = None
+            if self._state is not None:
+                _remove_tree(self._state)
+                self._state = None
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
@@ -407,6 +424,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def _kill_shims(self) -> None:
         """containerd's shims outlive it by design; ours name our socket in their arguments."""
+        if self._state is None:
+            return
         for pid in _pids_with_argument(str(self.containerd_socket)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -484,7 +503,16 @@ def record_host() -> HostState:
         cgroups=_kube_cgroups(),
         dirs={d for d in HOST_DIRS if d.exists()},
         netns=set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set(),
+        states=_state_dirs(),
     )
+
+
+def _state_dirs() -> set[Path]:
+    return set(STATE_PARENT.glob(f"{STATE_PREFIX}*"))
+
+
+def _remove_tree(directory: Path) -> None:
+    subprocess.run(["/usr/bin/rm", "-rf", "--one-file-system", str(directory)], check=False)
 
 
 def _mounts_below(roots: list[Path]) -> list[str]:
@@ -532,7 +560,8 @@ def _walk_dirs(top: Path) -> Iterator[Path]:
                 yield from _walk_dirs(entry)
 
 
-def _restore_host(before: HostState, workdir: Path) -> None:
+def _restore_host(before: HostState, roots: list[Path]) -> None:
+    """Puts back what start() recorded; `roots` are the node's own directories."""
     netns_dir = Path("/run/netns")
     new_netns = [
         netns_dir / name
@@ -540,7 +569,7 @@ def _restore_host(before: HostState, workdir: Path) -> None:
         if name not in before.netns
     ]
     new_dirs = [d for d in HOST_DIRS if d not in before.dirs]
-    _unmount(_mounts_below([workdir, *new_netns, *new_dirs]))
+    _unmount(_mounts_below([*roots, *new_netns, *new_dirs]))
     for namespace in new_netns:
         with contextlib.suppress(OSError):
             namespace.unlink()
@@ -552,12 +581,14 @@ def _restore_host(before: HostState, workdir: Path) -> None:
     for name, value in before.sysctls.items():
         Path("/proc/sys", name).write_text(value)
     for directory in new_dirs:
-        subprocess.run(["/usr/bin/rm", "-rf", "--one-file-system", str(directory)], check=False)
+        _remove_tree(directory)
 
 
 def leftovers(before: HostState, workdir: Path) -> list[str]:
     """What a stopped node left on the host: empty when stop() did its job."""
-    found = [f"mount {point}" for point in _mounts_below([workdir])]
+    new_states = sorted(_state_dirs() - before.states)
+    found = [f"mount {point}" for point in _mounts_below([workdir, *new_states])]
+    found += [f"directory {state}" for state in new_states]
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         found.append(f"network device {BRIDGE}")
     for pid in _pids_with_argument("k8s.io"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,8 @@ def test_two_peers_share_a_namespace_without_touching_each_others_pods(
             assert first.process.wait(60) == 1
             assert relaunch.wait_for_line("chaincode pod started", 60), relaunch.stderr
             assert relaunch.stop() != 0
-            left = {p.metadata.name: p for p in admin.list(Pod, namespace=namespace) if p.metadata}
+            # The relaunch deleted its pod gracefully: it goes once the node has stopped it.
+            left = _pods_once_settled(admin, namespace, expected=[theirs])
             assert list(left) == [theirs]
             assert left[theirs].metadata.uid == pods[theirs].metadata.uid  # type: ignore[union-attr]
             assert [s.metadata.name for s in admin.list(Secret, namespace=namespace)] == [theirs]  # type: ignore[union-attr]
@@ -113,6 +115,17 @@ def test_two_peers_share_a_namespace_without_touching_each_others_pods(
                 if step is not None:
                     step.stop()
     assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+def _pods_once_settled(
+    admin: Client, namespace: str, expected: list[str], timeout: float = 60
+) -> dict[str, Pod]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = {str(p.metadata.name): p for p in admin.list(Pod, namespace=namespace) if p.metadata}
+        if sorted(pods) == sorted(expected) or time.monotonic() > deadline:
+            return pods
+        time.sleep(0.2)
 
 
 def _launched_by(stderr: str, pod: str) -> bool:

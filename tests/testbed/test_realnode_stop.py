@@ -1,4 +1,5 @@
-"""Stopping the real node puts the host back as it was, with a pod still running.
+"""Stopping the real node puts the host back as it was, with a pod still running; the node
+works from a work directory of any length.
 
 A module of its own: the host holds one real node at a time, and test_realnode's stays up
 until that module ends."""
@@ -19,7 +20,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
     before = realnode.record_host()
-    testbed = Testbed(tmp_path / "bed", node="kubelet")
+    # A long work directory, as pytest's numbered ones grow to: the node's sockets must not
+    # depend on it (a Unix socket path holds at most 107 bytes).
+    workdir = tmp_path / ("long-" * 12) / "bed"
+    testbed = Testbed(workdir, node="kubelet")
     testbed.start()
     try:
         client = testbed.control_plane.client()
