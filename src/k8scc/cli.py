@@ -12,11 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from k8scc import buildinfo, config, coreyaml, doctor, names, render, steps
+from k8scc import buildinfo, config, coreyaml, doctor, identity, names, render, steps
 from k8scc.errors import K8sccError
+from k8scc.kube import Kube
 from k8scc.metadata import read_chaincode_json, read_metadata
+from k8scc.peer import Identity
 from k8scc.platforms import lookup
-from k8scc.render import Identity
 
 STEPS = ("detect", "build", "release", "run")
 _BIN_SCRIPT = """#!{python}
@@ -43,7 +44,7 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
     """The builder pod (`build`: source dir, metadata dir) or the chaincode pod and its Secret,
     data redacted (`run`: build output dir, run metadata dir), as YAML."""
     settings = config.load(config_file)
-    peer = Identity(peer_id=settings.peer_id or "peer")
+    peer, note = _identity(settings)
     if step == "build":
         metadata = read_metadata(metadata_or_run)
         platform = lookup(metadata.type)
@@ -65,7 +66,18 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
         ]
         if chaincode.tls:
             objects.append(render.redacted(render.tls_secret(chaincode, name, peer, settings)))
-    return yaml.safe_dump_all(objects, sort_keys=False)
+    return note + yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def _identity(settings: config.Config) -> tuple[Identity, str]:
+    """The peer as the steps resolve it, owner pod included; when the owner cannot be looked
+    up from here, the objects go without it and a YAML comment says why."""
+    if identity.owner_pod_name(settings) is None:
+        return Identity(peer_id=identity.peer_id(settings)), ""
+    try:
+        return identity.resolve(settings, Kube.connect(settings)), ""
+    except K8sccError as error:
+        return Identity(peer_id=identity.peer_id(settings)), f"# owner: not looked up: {error}\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,18 +8,25 @@ import socket
 
 from k8scc.config import Config
 from k8scc.kube import Kube
-from k8scc.render import Identity
+from k8scc.peer import Identity, Owner
 
 
 def peer_id(config: Config) -> str:
     return config.peer_id or os.environ.get("CORE_PEER_ID") or socket.gethostname()
 
 
-def resolve(config: Config, kube: Kube) -> Identity:
+def owner_pod_name(config: Config) -> str | None:
     """The pod name is configured, or the hostname when running in-cluster (a pod's hostname
     is its name); a peer outside the cluster owns nothing."""
-    pod_name = config.peer_pod_name
-    if pod_name is None and config.kubeconfig is None:
-        pod_name = socket.gethostname()
-    owner = kube.peer_owner(pod_name) if config.owner_references and pod_name else None
+    if not config.owner_references:
+        return None
+    if config.peer_pod_name is None and config.kubeconfig is None:
+        return socket.gethostname()
+    return config.peer_pod_name
+
+
+def resolve(config: Config, kube: Kube) -> Identity:
+    pod_name = owner_pod_name(config)
+    pod = kube.get_pod(pod_name) if pod_name else None
+    owner = Owner(name=pod["metadata"]["name"], uid=pod["metadata"]["uid"]) if pod else None
     return Identity(peer_id=peer_id(config), owner=owner)

@@ -1,12 +1,8 @@
-"""All of k8scc's Kubernetes I/O, over the standard library's HTTPS client: creating and
-deleting its objects, watching one pod and following its log. Transient failures (connection
-refused while the API server restarts, 5xx, 429) are retried with bounded backoff, or after the
-Retry-After of a 429 or 503; everything else becomes one K8sccError line naming the object and
-what Kubernetes said.
-
-Why not a client library: `run` stays resident for as long as its chaincode runs, one process per
-chaincode, and the few REST calls k8scc makes do not justify the ~15 MB that an HTTP client stack
-adds to each of them (docs/performance.md).
+"""k8scc's Kubernetes operations: creating and deleting its pods and Secrets, and watching one
+pod. Transient failures (connection refused while the API server restarts, 5xx, 429) are
+retried with bounded backoff, or after the Retry-After of a 429 or 503; everything else becomes
+one K8sccError line naming the object and what Kubernetes said. The HTTP itself is in
+transport.py, following a log in podlog.py.
 """
 
 from __future__ import annotations
@@ -15,20 +11,27 @@ import http.client
 import json
 import os
 import secrets
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote
 
 from k8scc import kubeconfig, names
 from k8scc.config import Config
 from k8scc.errors import K8sccError
-from k8scc.render import Owner
+from k8scc.transport import (
+    TRANSPORT_ERRORS,
+    ApiError,
+    Http,
+    describe,
+    pause,
+    status_code,
+    status_text,
+    unavailable,
+)
 
 T = TypeVar("T")
 RETRY_SECONDS = 30.0
@@ -37,241 +40,28 @@ WATCH_SECONDS = 60
 REQUEST_SECONDS = 15.0
 # A watch is silent for up to WATCH_SECONDS before the server ends it; only longer is a dead link.
 WATCH_READ_SECONDS = WATCH_SECONDS + 30
-# A Retry-After longer than this is the server's guess, not a promise; retrying sooner is fine.
-MAX_RETRY_AFTER_SECONDS = 10.0
 FIELD_MANAGER = "k8scc"
 
 
-class ApiError(Exception):
-    """The API server answered with an error status."""
-
-    def __init__(self, code: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
-# What a request can fail with before the API server answers: refused, reset, timed out, TLS.
-TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
-
-
-def _status_code(error: Exception) -> int | None:
-    return error.code if isinstance(error, ApiError) else None
-
-
-def _unavailable(error: Exception) -> bool:
-    code = _status_code(error)
-    if code is not None:
-        return code in (429, 500, 502, 503, 504)
-    # A certificate that does not verify will not verify on the next attempt either.
-    return isinstance(error, TRANSPORT_ERRORS) and not isinstance(
-        error, ssl.SSLCertVerificationError
-    )
-
-
-def _retry_after(response: http.client.HTTPResponse) -> float | None:
-    """The seconds a 429 or 503 asks us to wait; the HTTP-date form is left to our backoff."""
-    value = (response.getheader("Retry-After") or "").strip()
-    if response.status in (429, 503) and value.isdigit():
-        return float(value)
-    return None
-
-
-def _error(response: http.client.HTTPResponse, body: bytes) -> ApiError:
-    return ApiError(response.status, _message(body, response.status), _retry_after(response))
-
-
-def _pause(error: Exception, backoff: float) -> float:
-    """How long to wait before retrying: the backoff, or longer if the server asked for it."""
-    after = error.retry_after if isinstance(error, ApiError) else None
-    return backoff if after is None else max(backoff, min(after, MAX_RETRY_AFTER_SECONDS))
-
-
-def describe(error: Exception) -> str:
-    """What Kubernetes said, in one line."""
-    if isinstance(error, ApiError):
-        return error.message
-    return " ".join(f"{type(error).__name__}: {error}".split())
-
-
-def _message(body: bytes, code: int) -> str:
-    """The message of the Status object an error response carries."""
-    try:
-        status = json.loads(body)
-    except ValueError:
-        status = None
-    return _status_text(status, code)
-
-
-def _status_text(status: Any, code: int) -> str:
-    text = (status.get("message") or status.get("reason")) if isinstance(status, dict) else None
-    return " ".join(str(text).split()) if text else f"HTTP {code}"
-
-
-class _Connection(http.client.HTTPSConnection):
-    """An HTTPS connection that can check the certificate against a name other than the host
-    (a kubeconfig's tls-server-name)."""
-
-    def __init__(
-        self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._tls = context
-        self._server_name = server_name
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self.host, self.port), self.timeout)
-        try:
-            self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
-        except BaseException:
-            raw.close()
-            raise
-
-
-def _tls_context(
-    credentials: kubeconfig.Credentials, cert: str | None, key: str | None
-) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if credentials.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif credentials.ca_pem:
-        context.load_verify_locations(cadata=credentials.ca_pem)
-    else:
-        context.load_default_certs()
-    if cert and key:
-        # load_cert_chain reads only files: hand it memory-backed ones, so the key never
-        # touches a disk.
-        files = []
-        try:
-            for pem in (cert, key):
-                fd = os.memfd_create("k8scc-client", os.MFD_CLOEXEC)
-                files.append(fd)
-                os.write(fd, pem.encode())
-            context.load_cert_chain(f"/proc/self/fd/{files[0]}", f"/proc/self/fd/{files[1]}")
-        finally:
-            for fd in files:
-                os.close(fd)
-    return context
-
-
-class _Http:
-    """HTTPS requests to one API server, each on a connection of its own: a step makes only a
-    handful, and a fresh connection never meets a keep-alive one the server has dropped, whose
-    retry could repeat a create."""
-
-    def __init__(self, credentials: kubeconfig.Credentials, timeout: float) -> None:
-        url = urlsplit(credentials.server)
-        self.host = url.hostname or ""
-        self.port = url.port or 443
-        self.prefix = url.path.rstrip("/")
-        self.credentials = credentials
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._exec: kubeconfig.ExecCredential | None = None
-        self._renew = 0.0
-        self._context = _tls_context(
-            credentials, credentials.client_cert_pem, credentials.client_key_pem
-        )
-
-    def _token(self) -> str | None:
-        """The bearer token for the next request. A token file is read every time, since
-        ServiceAccount tokens are rotated in place; an exec plugin runs again near expiry."""
-        credentials = self.credentials
-        if credentials.exec_plugin is not None:
-            with self._lock:
-                if self._exec is None or time.time() >= self._renew:
-                    self._exec = kubeconfig.run_exec_plugin(credentials.exec_plugin)
-                    self._renew = kubeconfig.renew_at(self._exec)
-                    if self._exec.client_cert_pem:
-                        self._context = _tls_context(
-                            credentials, self._exec.client_cert_pem, self._exec.client_key_pem
-                        )
-                return self._exec.token
-        if credentials.token_file is not None:
-            try:
-                return credentials.token_file.read_text().strip()
-            except OSError as error:
-                raise K8sccError(
-                    f"cannot read token {credentials.token_file}: {error.strerror}"
-                ) from None
-        return credentials.token
-
-    def _send(
-        self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str
-    ) -> _Connection:
-        headers = {"Accept": "application/json", "User-Agent": "k8scc"}
-        token = self._token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
-        target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
-        connection = _Connection(
-            self.host,
-            self.port,
-            self.timeout,
-            self._context,
-            self.credentials.tls_server_name or self.host,
-        )
-        try:
-            connection.request(method, target, body=payload, headers=headers)
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        connection = self._send(method, path, query, body, content_type)
-        try:
-            response = connection.getresponse()
-            data = response.read()
-        finally:
-            connection.close()
-        if response.status >= 400:
-            raise _error(response, data)
-        result = json.loads(data) if data else {}
-        return result if isinstance(result, dict) else {}
-
-    @contextmanager
-    def stream(
-        self, path: str, query: dict[str, Any], read_timeout: float | None
-    ) -> Iterator[http.client.HTTPResponse]:
-        """A GET whose body arrives over time (watch, log), read with `read_timeout`."""
-        connection = self._send("GET", path, query, None, "")
-        try:
-            response = connection.getresponse()
-            if response.status >= 400:
-                raise _error(response, response.read())
-            if connection.sock is not None:
-                connection.sock.settimeout(read_timeout)
-            yield response
-        finally:
-            connection.close()
-
-
 class Kube:
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, credentials: kubeconfig.Credentials, namespace: str) -> None:
         try:
-            credentials = self._credentials(config)
-            self._http = _Http(credentials, REQUEST_SECONDS)
-        except (K8sccError, ssl.SSLError, ValueError) as error:
+            self._http = Http(credentials, REQUEST_SECONDS)
+        except (ssl.SSLError, ValueError) as error:
             raise K8sccError(f"cannot load Kubernetes credentials: {error}") from None
-        self.namespace = config.namespace or credentials.namespace or "default"
+        self.namespace = namespace
         # Lowered while cleaning up after SIGTERM: the peer kills us 5 s later.
         self.retry_seconds = RETRY_SECONDS
         self._outage_seen = -AUTHZ_WARMUP_SECONDS
+
+    @classmethod
+    def connect(cls, config: Config) -> Kube:
+        """The client the configuration names, in its namespace or the credentials' own."""
+        try:
+            credentials = cls._credentials(config)
+        except (K8sccError, ssl.SSLError, ValueError) as error:
+            raise K8sccError(f"cannot load Kubernetes credentials: {error}") from None
+        return cls(credentials, config.namespace or credentials.namespace or "default")
 
     @staticmethod
     def _credentials(config: Config) -> kubeconfig.Credentials:
@@ -290,11 +80,11 @@ class Kube:
     def _transient(self, error: Exception) -> bool:
         """Worth retrying: the API server is unavailable, or came back so recently that its
         authorization caches may not know our Role yet (it answers 401/403 meanwhile)."""
-        if _unavailable(error):
+        if unavailable(error):
             self._outage_seen = time.monotonic()
             return True
         warming = time.monotonic() - self._outage_seen < AUTHZ_WARMUP_SECONDS
-        return warming and _status_code(error) in (401, 403)
+        return warming and status_code(error) in (401, 403)
 
     def _call(self, what: str, action: Callable[[], T], tolerate: tuple[int, ...] = ()) -> T | None:
         """`action()`, retried while the failure is transient; None for a tolerated status.
@@ -306,12 +96,12 @@ class Kube:
             try:
                 return action()
             except (ApiError, *TRANSPORT_ERRORS) as error:
-                if _status_code(error) in tolerate:
+                if status_code(error) in tolerate:
                     return None
-                pause = _pause(error, delay)
-                if not self._transient(error) or time.monotonic() + pause > deadline:
+                wait = pause(error, delay)
+                if not self._transient(error) or time.monotonic() + wait > deadline:
                     raise K8sccError(f"{what}: {describe(error)}") from None
-                time.sleep(pause)
+                time.sleep(wait)
                 delay = min(delay * 2, 3.0)
 
     def _path(self, plural: str, name: str = "", suffix: str = "") -> str:
@@ -435,13 +225,6 @@ class Kube:
             time.sleep(0.2)
         return False
 
-    def peer_owner(self, pod_name: str) -> Owner | None:
-        """The peer's own pod, if it runs in one in our namespace."""
-        pod = self.get_pod(pod_name)
-        if pod is None:
-            return None
-        return Owner(name=pod["metadata"]["name"], uid=pod["metadata"]["uid"])
-
     # -- watching and logs --------------------------------------------------------------------
 
     def _pod_events(
@@ -462,7 +245,7 @@ class Kube:
                 kind, body = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     code = int(body.get("code") or 500)
-                    raise ApiError(code, _status_text(body, code))
+                    raise ApiError(code, status_text(body, code))
                 yield kind, body
                 if stop.is_set():
                     return
@@ -496,47 +279,20 @@ class Kube:
                     if stop.is_set():
                         return
             except (ApiError, ValueError, *TRANSPORT_ERRORS) as error:
-                if _status_code(error) == 410:
+                if status_code(error) == 410:
                     version = None
                 elif isinstance(error, ValueError) or not self._transient(error):
                     raise K8sccError(f"watching pod {name}: {describe(error)}") from None
-                stop.wait(_pause(error, delay))
+                stop.wait(pause(error, delay))
                 delay = min(delay * 2, 3.0)
 
-    def follow_log(
-        self, name: str, container: str, on_line: Callable[[str], None], stop: threading.Event
-    ) -> None:
-        """Streams the container's log line by line until it ends. After a dropped connection it
-        reconnects a little before the last line seen and skips what it already passed on."""
-        seen = ""
-        since: int | None = None
-        while not stop.is_set():
-            resume_after = seen
-            query: dict[str, Any] = {"container": container, "follow": "true", "timestamps": "true"}
-            if since is not None:
-                query["sinceSeconds"] = since
-            try:
-                # No read timeout: a chaincode may print nothing for hours.
-                with self._http.stream(self._path("pods", name, "/log"), query, None) as response:
-                    for raw in response:
-                        stamp, _, line = raw.decode(errors="replace").rstrip("\r\n").partition(" ")
-                        key = _stamp_key(stamp)
-                        if resume_after and key <= resume_after:
-                            continue
-                        resume_after = ""
-                        seen = key
-                        on_line(line)
-                return
-            except (ApiError, *TRANSPORT_ERRORS) as error:
-                code = _status_code(error)
-                if code == 404:
-                    return
-                # 400: the container is not running yet; else only transient failures retry.
-                if code != 400 and not self._transient(error):
-                    raise K8sccError(f"reading the log of pod {name}: {describe(error)}") from None
-                if seen:
-                    since = max(1, int(time.time() - _stamp_seconds(seen)) + 2)
-                stop.wait(_pause(error, 0.5))
+    @contextmanager
+    def log_stream(
+        self, name: str, query: dict[str, Any], read_seconds: float
+    ) -> Iterator[http.client.HTTPResponse]:
+        """The pod's log as the server streams it (podlog.py reads it)."""
+        with self._http.stream(self._path("pods", name, "/log"), query, read_seconds) as response:
+            yield response
 
     # -- k8scc doctor -------------------------------------------------------------------------
 
@@ -604,17 +360,3 @@ def _carries(found: dict[str, Any], sent: dict[str, Any]) -> bool:
         dict(want.get(key) or {}).items() <= dict(have.get(key) or {}).items()
         for key in ("labels", "annotations")
     )
-
-
-def _stamp_key(stamp: str) -> str:
-    """RFC 3339 timestamps with the fraction padded, so they sort as strings."""
-    seconds, _, fraction = stamp.rstrip("Z").partition(".")
-    return f"{seconds}.{fraction.ljust(9, '0')}"
-
-
-def _stamp_seconds(key: str) -> float:
-    try:
-        parsed = datetime.strptime(key[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return time.time()
-    return parsed.timestamp()

@@ -1,5 +1,5 @@
 """Where the API server is and how k8scc proves who it is: a kubeconfig file's current context,
-or the pod's ServiceAccount. This module reads and checks the files; kube.py does the HTTP.
+or the pod's ServiceAccount. This module reads and checks the files; transport.py does the HTTP.
 
 Supported in a kubeconfig: server (with a path prefix), certificate-authority(-data),
 insecure-skip-tls-verify, tls-server-name; token, tokenFile, client-certificate(-data) with

@@ -62,9 +62,10 @@ def chaincode_name(peer_id: str, package_id: str) -> str:
     return object_name("cc", label, peer_id, package_id)
 
 
-def build_name(peer_id: str, label: str, content: str) -> str:
-    """The builder pod and its transfer directory; `content` digests metadata and source."""
-    return object_name("ccbuild", label, peer_id, content)
+def build_name(peer_id: str, label: str, unique: str) -> str:
+    """The builder pod and its transfer directory; `unique` (random per build) keeps two
+    builds of one package apart."""
+    return object_name("ccbuild", label, peer_id, unique)
 
 
 def pod_labels(

@@ -10,36 +10,17 @@ root filesystem for chaincode (builders write caches below their image's GOPATH 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from k8scc import names
 from k8scc.config import Config, PlatformConfig, Resources
 from k8scc.metadata import ChaincodeJson
+from k8scc.peer import Identity, Owner
 from k8scc.platforms import INPUT_DIR, OUTPUT_DIR, Platform
 
 TLS_DIR = "/etc/hyperledger/fabric"
 SCRATCH_DIR = "/tmp"
 TRANSFER_VOLUME = "transfer"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The peer's own Pod, named as owner so Kubernetes removes our objects with it."""
-
-    name: str
-    uid: str
-
-    def reference(self) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who launches: the peer id, its MSP and the pod that owns what we create."""
-
-    peer_id: str
-    owner: Owner | None = None
 
 
 def _resources(resources: Resources) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.log import StepLog
+from k8scc.podlog import LogFollower
 
 # Waiting reasons after which a pod will not start without someone changing something.
 STUCK_REASONS = frozenset(
@@ -106,15 +107,14 @@ class Supervisor:
         except BaseException as error:
             self.events.put(error)
 
-    def _follow_logs(self) -> None:
-        try:
-            self.kube.follow_log(self.name, self.container, self.log.output, self.stop)
-        except BaseException as error:
-            self.events.put(error)
-
-    def _start_logs(self) -> None:
+    def _start_logs(self, uid: str) -> None:
         if self._log_thread is None:
-            self._log_thread = threading.Thread(target=self._follow_logs, daemon=True)
+            follower = LogFollower(
+                self.kube, self.name, uid, self.container, self.log.output, self.log.info
+            )
+            self._log_thread = threading.Thread(
+                target=follower.follow, args=(self.stop,), daemon=True
+            )
             self._log_thread.start()
 
     def wait(self, created_pod: dict[str, Any]) -> Outcome:
@@ -143,7 +143,7 @@ class Supervisor:
                     phase = pod["status"]["phase"]
                     self.log.info(f"pod phase {phase}")
                 if _running(pod, self.container):
-                    self._start_logs()
+                    self._start_logs(metadata["uid"])
                 if phase in ("Succeeded", "Failed"):
                     self._drain_logs()
                     return Outcome(phase == "Succeeded", pod)

@@ -33,7 +33,7 @@ def kube_for(tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any], **co
     }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(document))
-    return Kube(configuration.parse(yaml.safe_dump({"kubeconfig": str(path)})))
+    return Kube.connect(configuration.parse(yaml.safe_dump({"kubeconfig": str(path)})))
 
 
 def pki(testbed: Testbed) -> Path:
@@ -201,12 +201,12 @@ def test_in_cluster_credentials_without_a_ca_file_name_the_file(
     apply_rbac(testbed.control_plane, namespace)
     account = testbed.control_plane.write_incluster_dir(namespace, "k8scc", tmp_path / "sa")
     settings = {"kubernetesServer": testbed.control_plane.server, "serviceAccountDir": str(account)}
-    kube = Kube(configuration.parse(yaml.safe_dump(settings)))
+    kube = Kube.connect(configuration.parse(yaml.safe_dump(settings)))
     assert kube.whoami() == f"system:serviceaccount:{namespace}:k8scc"
     assert kube.namespace == namespace
     (account / "ca.crt").unlink()
     with pytest.raises(K8sccError) as raised:
-        Kube(configuration.parse(yaml.safe_dump(settings)))
+        Kube.connect(configuration.parse(yaml.safe_dump(settings)))
     assert str(raised.value) == (
         f"cannot load Kubernetes credentials: cannot read {account / 'ca.crt'}:"
         " No such file or directory"

@@ -1,7 +1,9 @@
-"""A stand-in API server for kube.py's unit tests: over TLS on 127.0.0.1 it answers each request
-with the next step of a script (an exact reply, a watch stream, or a hang-up without an answer)
-and records what it was asked and when. A request the script does not expect gets 418, which
-k8scc never retries, so a test fails at once instead of waiting out a retry window."""
+"""A stand-in API server for the unit tests of kube.py and podlog.py: over TLS on 127.0.0.1 it answers each request
+with the next step of a script for that method and path (an exact reply, a watch or log stream,
+or a hang-up without an answer) and records what it was asked and when. Steps of one path are
+taken in order; requests to different paths (a watch and a log read on two threads) may
+interleave. A request the script does not expect gets 418, which k8scc never retries, so a
+test fails at once instead of waiting out a retry window."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -53,9 +55,21 @@ class Reply:
 
 @dataclass(frozen=True)
 class Events:
-    """A watch response: one JSON line per event, then the server ends the stream."""
+    """A watch response: one JSON line per event, then the server ends the stream. With a
+    `gate`, the events in `after` follow once the test sets it."""
 
     events: list[dict[str, Any]]
+    gate: threading.Event | None = None
+    after: list[dict[str, Any]] = field(default_factory=list)
+    hold: bool = False  # then keep the stream open, silent, until the server stops
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed body of raw bytes (a pod's log), ended by closing the connection."""
+
+    chunks: list[bytes]
+    hold: bool = False  # keep the connection open, silent, until the server stops
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,8 @@ class Hangup:
     after the server acted on the request."""
 
 
-Response = Reply | Events | Hangup
+Response = Reply | Events | Stream | Hangup
+GATE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,10 +111,11 @@ class ScriptedApi:
         self.requests: list[Request] = []
         self.unexpected: list[str] = []
         self._lock = threading.Lock()
+        self.closing = threading.Event()
         self.ca = trustme.CA()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ca.issue_cert("127.0.0.1").configure_cert(context)
-        self._server = HTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -110,12 +126,10 @@ class ScriptedApi:
     def next_response(self, request: Request) -> Response:
         with self._lock:
             self.requests.append(request)
-            if self.script and (self.script[0].method, self.script[0].path) == (
-                request.method,
-                request.path,
-            ):
-                return self.script.pop(0).response
-            expected = f"{self.script[0].method} {self.script[0].path}" if self.script else "none"
+            for index, step in enumerate(self.script):
+                if (step.method, step.path) == (request.method, request.path):
+                    return self.script.pop(index).response
+            expected = ", ".join(f"{s.method} {s.path}" for s in self.script) or "none"
             self.unexpected.append(f"{request.method} {request.path} (expected {expected})")
         return Reply(418, status(418, "Unexpected", f"unexpected {request.method} {request.path}"))
 
@@ -141,7 +155,7 @@ class ScriptedApi:
         }
         path = directory / "kubeconfig"
         path.write_text(yaml.safe_dump(document))
-        return Kube(dataclasses.replace(config.parse(""), kubeconfig=path))
+        return Kube.connect(dataclasses.replace(config.parse(""), kubeconfig=path))
 
     def finished(self) -> None:
         """Asserts that every request was expected and every step was asked for."""
@@ -152,6 +166,7 @@ class ScriptedApi:
         self._thread.start()
 
     def stop(self) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -194,6 +209,24 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 for event in response.events:
                     self.wfile.write(json.dumps(event).encode() + b"\n")
+                self.wfile.flush()
+                if response.gate is not None:
+                    response.gate.wait(GATE_SECONDS)
+                for event in response.after:
+                    self.wfile.write(json.dumps(event).encode() + b"\n")
+                self.wfile.flush()
+                if response.hold:
+                    api.closing.wait(GATE_SECONDS)
+                return
+            if isinstance(response, Stream):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                for chunk in response.chunks:
+                    self.wfile.write(chunk)
+                self.wfile.flush()
+                if response.hold:
+                    api.closing.wait(GATE_SECONDS)
                 return
             content = response.body
             if callable(content):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from k8scc import config, configfile, render
 from k8scc.errors import K8sccError
+from k8scc.peer import Identity
 from k8scc.platforms import PLATFORMS
 from tests.unit.helpers import PROPERTY
 
@@ -224,7 +225,7 @@ def test_empty_platform_section_keeps_defaults() -> None:
 def _builder_env(text: str, platform: str) -> dict[str, str]:
     parsed = config.parse(text)
     pod = render.builder_pod(
-        parsed, PLATFORMS[platform], "p", "label", "name", render.Identity("peer"), "dir"
+        parsed, PLATFORMS[platform], "p", "label", "name", Identity("peer"), "dir"
     )
     return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
 

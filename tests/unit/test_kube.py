@@ -1,4 +1,4 @@
-"""kube.py against a scripted API server: watches that outlive their pod, Retry-After, and
+"""kube.py and transport.py against a scripted API server: watches that outlive their pod, Retry-After, and
 creates whose answer was lost."""
 
 from __future__ import annotations

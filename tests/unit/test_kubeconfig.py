@@ -13,7 +13,7 @@ import yaml
 
 from k8scc import kubeconfig
 from k8scc.errors import K8sccError
-from k8scc.kube import ApiError, _unavailable, describe
+from k8scc.transport import ApiError, describe, unavailable
 
 pytestmark = pytest.mark.unit
 
@@ -126,7 +126,7 @@ def test_in_cluster_needs_the_token(tmp_path: Path) -> None:
     ],
 )
 def test_only_transient_failures_are_retried(error: Exception, retried: bool) -> None:
-    assert _unavailable(error) is retried
+    assert unavailable(error) is retried
 
 
 def test_a_failure_is_described_in_one_line() -> None:

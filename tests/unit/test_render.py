@@ -18,6 +18,7 @@ from k8scc import config as configuration
 from k8scc import names, render
 from k8scc.config import Config
 from k8scc.metadata import ChaincodeJson
+from k8scc.peer import Identity, Owner
 from k8scc.platforms import PLATFORMS, Platform
 from tests.unit.helpers import PeerTls, is_dns_label, peer_tls, restricted_violations
 
@@ -35,7 +36,7 @@ TLS_ENV = {
     "CORE_TLS_CLIENT_CERT_FILE": "/etc/hyperledger/fabric/client_pem.crt",
     "CORE_PEER_TLS_ROOTCERT_FILE": "/etc/hyperledger/fabric/peer.crt",
 }
-OWNER = render.Owner(name="peer0-0", uid="1f7a3c2e-0000-4000-8000-000000000001")
+OWNER = Owner(name="peer0-0", uid="1f7a3c2e-0000-4000-8000-000000000001")
 
 FULL_CONFIG = """
 transfer:
@@ -97,20 +98,20 @@ def launch(tls: PeerTls | None) -> ChaincodeJson:
     )
 
 
-def builder(config: Config, name: str, owner: render.Owner | None = None) -> dict[str, Any]:
+def builder(config: Config, name: str, owner: Owner | None = None) -> dict[str, Any]:
     return render.builder_pod(
         config,
         PLATFORMS[name],
         "example.com/cc",
         "My_CC+v1",
         "ccbuild-my-cc-v1-0123456789",
-        render.Identity("peer0.org1", owner),
+        Identity("peer0.org1", owner),
         TRANSFER_DIR,
     )
 
 
 def chaincode_pod(
-    config: Config, name: str, tls: PeerTls | None, owner: render.Owner | None = None
+    config: Config, name: str, tls: PeerTls | None, owner: Owner | None = None
 ) -> dict[str, Any]:
     platform = PLATFORMS[name]
     return render.chaincode_pod(
@@ -119,16 +120,16 @@ def chaincode_pod(
         config.platforms[name].run_image,
         launch(tls),
         names.chaincode_name("peer0.org1", PACKAGE_ID),
-        render.Identity("peer0.org1", owner),
+        Identity("peer0.org1", owner),
         TRANSFER_DIR,
     )
 
 
-def secret(config: Config, tls: PeerTls, owner: render.Owner | None = None) -> dict[str, Any]:
+def secret(config: Config, tls: PeerTls, owner: Owner | None = None) -> dict[str, Any]:
     return render.tls_secret(
         launch(tls),
         names.chaincode_name("peer0.org1", PACKAGE_ID),
-        render.Identity("peer0.org1", owner),
+        Identity("peer0.org1", owner),
         config,
     )
 

@@ -43,7 +43,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         raise K8sccError(f"platform {platform.name} is disabled in {config.path}")
     if not output.is_dir() or any(output.iterdir()):
         raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
-    kube = Kube(config)
+    kube = Kube.connect(config)
     who = identity.resolve(config, kube)
     # Builds need no stable name (nothing looks for an old one); a random part keeps two
     # installs of one package, even from peers sharing an id, apart.

@@ -31,7 +31,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     log.debug = config.debug
     if platform.name not in config.platforms:
         raise K8sccError(f"platform {platform.name} is disabled in {config.path}")
-    kube = Kube(config)
+    kube = Kube.connect(config)
     who = identity.resolve(config, kube)
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
     log.pod = name

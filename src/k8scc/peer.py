@@ -1,0 +1,26 @@
+"""Who launches: the peer's id and, when the peer runs in a pod, that pod, named as owner of
+what k8scc creates. Plain data, so rendering needs no Kubernetes client; identity.py finds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The peer's own Pod, named as owner so Kubernetes removes our objects with it."""
+
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who launches: the peer id, and the pod that owns what we create when there is one."""
+
+    peer_id: str
+    owner: Owner | None = None

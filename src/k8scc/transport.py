@@ -1,0 +1,249 @@
+"""HTTPS to the Kubernetes API server over the standard library's client: one connection per
+request, TLS from a kubeconfig or a ServiceAccount (client keys only ever in memory), bearer
+tokens re-read on every request, and error responses turned into ApiError.
+
+Why not a client library: `run` stays resident for as long as its chaincode runs, one process per
+chaincode, and the few REST calls k8scc makes do not justify the ~15 MB that an HTTP client stack
+adds to each of them (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from k8scc import kubeconfig
+from k8scc.errors import K8sccError
+
+# A Retry-After longer than this is the server's guess, not a promise; retrying sooner is fine.
+MAX_RETRY_AFTER_SECONDS = 10.0
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, code: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+# What a request can fail with before the API server answers: refused, reset, timed out, TLS.
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+def status_code(error: Exception) -> int | None:
+    return error.code if isinstance(error, ApiError) else None
+
+
+def unavailable(error: Exception) -> bool:
+    code = status_code(error)
+    if code is not None:
+        return code in (429, 500, 502, 503, 504)
+    # A certificate that does not verify will not verify on the next attempt either.
+    return isinstance(error, TRANSPORT_ERRORS) and not isinstance(
+        error, ssl.SSLCertVerificationError
+    )
+
+
+def _retry_after(response: http.client.HTTPResponse) -> float | None:
+    """The seconds a 429 or 503 asks us to wait; the HTTP-date form is left to our backoff."""
+    value = (response.getheader("Retry-After") or "").strip()
+    if response.status in (429, 503) and value.isdigit():
+        return float(value)
+    return None
+
+
+def _error(response: http.client.HTTPResponse, body: bytes) -> ApiError:
+    return ApiError(response.status, _message(body, response.status), _retry_after(response))
+
+
+def pause(error: Exception, backoff: float) -> float:
+    """How long to wait before retrying: the backoff, or longer if the server asked for it."""
+    after = error.retry_after if isinstance(error, ApiError) else None
+    return backoff if after is None else max(backoff, min(after, MAX_RETRY_AFTER_SECONDS))
+
+
+def describe(error: Exception) -> str:
+    """What Kubernetes said, in one line."""
+    if isinstance(error, ApiError):
+        return error.message
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _message(body: bytes, code: int) -> str:
+    """The message of the Status object an error response carries."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        status = None
+    return status_text(status, code)
+
+
+def status_text(status: Any, code: int) -> str:
+    text = (status.get("message") or status.get("reason")) if isinstance(status, dict) else None
+    return " ".join(str(text).split()) if text else f"HTTP {code}"
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection that can check the certificate against a name other than the host
+    (a kubeconfig's tls-server-name)."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._tls = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.host, self.port), self.timeout)
+        try:
+            self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
+        except BaseException:
+            raw.close()
+            raise
+
+
+def _tls_context(
+    credentials: kubeconfig.Credentials, cert: str | None, key: str | None
+) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if credentials.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif credentials.ca_pem:
+        context.load_verify_locations(cadata=credentials.ca_pem)
+    else:
+        context.load_default_certs()
+    if cert and key:
+        # load_cert_chain reads only files: hand it memory-backed ones, so the key never
+        # touches a disk.
+        files = []
+        try:
+            for pem in (cert, key):
+                fd = os.memfd_create("k8scc-client", os.MFD_CLOEXEC)
+                files.append(fd)
+                os.write(fd, pem.encode())
+            context.load_cert_chain(f"/proc/self/fd/{files[0]}", f"/proc/self/fd/{files[1]}")
+        finally:
+            for fd in files:
+                os.close(fd)
+    return context
+
+
+class Http:
+    """HTTPS requests to one API server, each on a connection of its own: a step makes only a
+    handful, and a fresh connection never meets a keep-alive one the server has dropped, whose
+    retry could repeat a create."""
+
+    def __init__(self, credentials: kubeconfig.Credentials, timeout: float) -> None:
+        url = urlsplit(credentials.server)
+        self.host = url.hostname or ""
+        self.port = url.port or 443
+        self.prefix = url.path.rstrip("/")
+        self.credentials = credentials
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._exec: kubeconfig.ExecCredential | None = None
+        self._renew = 0.0
+        self._context = _tls_context(
+            credentials, credentials.client_cert_pem, credentials.client_key_pem
+        )
+
+    def _token(self) -> str | None:
+        """The bearer token for the next request. A token file is read every time, since
+        ServiceAccount tokens are rotated in place; an exec plugin runs again near expiry."""
+        credentials = self.credentials
+        if credentials.exec_plugin is not None:
+            with self._lock:
+                if self._exec is None or time.time() >= self._renew:
+                    self._exec = kubeconfig.run_exec_plugin(credentials.exec_plugin)
+                    self._renew = kubeconfig.renew_at(self._exec)
+                    if self._exec.client_cert_pem:
+                        self._context = _tls_context(
+                            credentials, self._exec.client_cert_pem, self._exec.client_key_pem
+                        )
+                return self._exec.token
+        if credentials.token_file is not None:
+            try:
+                return credentials.token_file.read_text().strip()
+            except OSError as error:
+                raise K8sccError(
+                    f"cannot read token {credentials.token_file}: {error.strerror}"
+                ) from None
+        return credentials.token
+
+    def _send(
+        self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str
+    ) -> _Connection:
+        headers = {"Accept": "application/json", "User-Agent": "k8scc"}
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
+        connection = _Connection(
+            self.host,
+            self.port,
+            self.timeout,
+            self._context,
+            self.credentials.tls_server_name or self.host,
+        )
+        try:
+            connection.request(method, target, body=payload, headers=headers)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        connection = self._send(method, path, query, body, content_type)
+        try:
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise _error(response, data)
+        result = json.loads(data) if data else {}
+        return result if isinstance(result, dict) else {}
+
+    @contextmanager
+    def stream(
+        self, path: str, query: dict[str, Any], read_timeout: float | None
+    ) -> Iterator[http.client.HTTPResponse]:
+        """A GET whose body arrives over time (watch, log), read with `read_timeout`."""
+        connection = self._send("GET", path, query, None, "")
+        # Held here: getresponse() drops the connection's reference when the server will close
+        # after this response (HTTP/1.0, Connection: close), and the response reads on.
+        sock = connection.sock
+        try:
+            response = connection.getresponse()
+            if response.status >= 400:
+                raise _error(response, response.read())
+            if sock is not None:
+                sock.settimeout(read_timeout)
+            yield response
+        finally:
+            connection.close()

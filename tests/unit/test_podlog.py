@@ -1,0 +1,157 @@
+"""A supervised pod's log against a scripted API server: streams that end while the container
+runs, go half-open, carry an endless line, or fail, must neither silence the chaincode nor
+fail it, and nothing may be repeated when the follower reconnects."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k8scc import podlog
+from k8scc.log import StepLog
+from k8scc.supervise import Outcome, Supervisor
+from tests.unit.scripted_api import (
+    Events,
+    Reply,
+    ScriptedApi,
+    Step,
+    Stream,
+    pods_path,
+    scripted_api,
+    status,
+)
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+
+NAME = "cc-asset-1-0-0123456789"
+UID = "uid-ours"
+LOG = pods_path(NAME) + "/log"
+FIRST = b"2026-12-03T05:00:01.000000001Z first\n"
+SECOND = b"2026-12-03T05:00:02.5Z second\n"
+
+
+def pod(state: dict[str, Any], phase: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": NAME, "uid": UID, "resourceVersion": version},
+        "status": {"phase": phase, "containerStatuses": [{"name": "chaincode", "state": state}]},
+    }
+
+
+RUNNING = pod({"running": {}}, "Running", "11")
+DONE = pod({"terminated": {"exitCode": 0}}, "Succeeded", "12")
+
+
+def supervise(
+    tmp_path: Path, log_steps: list[Step], until: str
+) -> tuple[Outcome, list[str], ScriptedApi]:
+    """Supervises a running pod whose log the script serves; once the peer's log shows
+    `until`, the pod succeeds. Returns the outcome, the pod's lines as the peer's log shows
+    them, and the server (for its requests)."""
+    seen = threading.Event()
+    events = Events(
+        [{"type": "MODIFIED", "object": RUNNING}],
+        gate=seen,
+        after=[{"type": "MODIFIED", "object": DONE}],
+        hold=True,
+    )
+    stream = io.StringIO()
+    result: list[Outcome] = []
+    with scripted_api([Step("GET", pods_path(), events), *log_steps]) as api:
+        log = StepLog("run", stream=stream)
+        supervisor = Supervisor(api.kube(tmp_path), log, NAME, "chaincode", 60, 60)
+        waiter = threading.Thread(target=lambda: result.append(supervisor.wait(RUNNING)))
+        waiter.start()
+        deadline = time.monotonic() + 20
+        while until not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.set()
+        waiter.join(30)
+        supervisor.close()
+    assert result, stream.getvalue()
+    lines = [line.partition("| ")[2] for line in stream.getvalue().splitlines() if "| " in line]
+    return result[0], lines, api
+
+
+def log_requests(api: ScriptedApi) -> list[dict[str, str]]:
+    return [r.query for r in api.requests if r.path == LOG]
+
+
+def test_a_stream_that_ends_while_the_container_runs_is_followed_again(tmp_path: Path) -> None:
+    """A kubelet restart ends the stream cleanly; the chaincode goes on printing. The second
+    request resumes from the server's timestamp, and the line it repeats is not shown twice."""
+    outcome, lines, api = supervise(
+        tmp_path,
+        [
+            Step("GET", LOG, Stream([FIRST])),
+            Step("GET", pods_path(NAME), Reply(200, RUNNING)),
+            Step("GET", LOG, Stream([FIRST, SECOND])),
+            Step("GET", pods_path(NAME), Reply(200, DONE)),
+        ],
+        until="| second",
+    )
+    assert outcome.succeeded
+    assert lines == ["first", "second"]
+    assert [q.get("sinceTime") for q in log_requests(api)] == [None, "2026-12-03T05:00:01Z"]
+    api.finished()
+
+
+def test_a_half_open_stream_is_given_up_and_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(podlog, "READ_SECONDS", 1.0)
+    outcome, lines, api = supervise(
+        tmp_path,
+        [
+            Step("GET", LOG, Stream([FIRST], hold=True)),
+            Step("GET", pods_path(NAME), Reply(200, RUNNING)),
+            Step("GET", LOG, Stream([FIRST, SECOND])),
+            Step("GET", pods_path(NAME), Reply(200, DONE)),
+        ],
+        until="| second",
+    )
+    assert outcome.succeeded
+    assert lines == ["first", "second"]
+    api.finished()
+
+
+def test_an_endless_line_is_cut_with_a_marker(tmp_path: Path) -> None:
+    """Read a bounded piece at a time (the peer drops a line over 64 KiB whole): the line
+    keeps its first bytes and says how many were left out."""
+    long = b"2026-12-03T05:00:01Z " + b"x" * 100_000 + b"\n"
+    outcome, lines, api = supervise(
+        tmp_path,
+        [
+            Step("GET", LOG, Stream([long, SECOND])),
+            Step("GET", pods_path(NAME), Reply(200, DONE)),
+        ],
+        until="| second",
+    )
+    assert outcome.succeeded
+    kept = podlog.MAX_LINE_BYTES - len("2026-12-03T05:00:01Z ")
+    cut = f"{'x' * kept} [k8scc: line cut, {100_000 - kept} more bytes left out]"
+    assert lines == [cut, "second"]
+    api.finished()
+
+
+def test_a_failing_log_stream_never_fails_the_chaincode(tmp_path: Path) -> None:
+    forbidden = status(403, "Forbidden", 'pods "x" is forbidden: cannot get resource "pods/log"')
+    outcome, lines, api = supervise(
+        tmp_path,
+        [
+            Step("GET", LOG, Reply(403, forbidden)),
+            Step("GET", pods_path(NAME), Reply(200, RUNNING)),
+            Step("GET", LOG, Stream([FIRST])),
+            Step("GET", pods_path(NAME), Reply(200, DONE)),
+        ],
+        until="| first",
+    )
+    assert outcome.succeeded
+    assert lines == ["first"]
+    api.finished()
