@@ -1,9 +1,9 @@
-"""A stand-in API server for the unit tests of kube.py and podlog.py: over TLS on 127.0.0.1 it answers each request
-with the next step of a script for that method and path (an exact reply, a watch or log stream,
-or a hang-up without an answer) and records what it was asked and when. Steps of one path are
-taken in order; requests to different paths (a watch and a log read on two threads) may
-interleave. A request the script does not expect gets 418, which k8scc never retries, so a
-test fails at once instead of waiting out a retry window."""
+"""A stand-in API server for the unit tests of kube.py and podlog.py: over TLS on 127.0.0.1 it
+answers each request with the next step of a script for that method and path (an exact reply, a
+watch or log stream, or a hang-up without an answer) and records what it was asked and when.
+Steps of one path are taken in order; requests to different paths (a watch and a log read on
+two threads) may interleave. A request the script does not expect gets 418, which k8scc never
+retries, so a test fails at once instead of waiting out a retry window."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""kube.py and transport.py against a scripted API server: watches that outlive their pod, Retry-After, and
-creates whose answer was lost."""
+"""kube.py and transport.py against a scripted API server: watches that outlive their pod,
+Retry-After, and creates whose answer was lost."""
 
 from __future__ import annotations
 
