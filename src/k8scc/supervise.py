@@ -5,6 +5,7 @@ well before the peer's own timeouts."""
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,11 +16,9 @@ from k8scc.kube import Kube
 from k8scc.log import StepLog
 from k8scc.podlog import LogFollower
 
-# Waiting reasons after which a pod will not start without someone changing something.
+# Waiting reasons no retry cures: the step fails once one has lasted timeouts.stuck.
 STUCK_REASONS = frozenset(
     {
-        "ErrImagePull",
-        "ImagePullBackOff",
         "InvalidImageName",
         "ErrImageNeverPull",
         "CreateContainerConfigError",
@@ -28,6 +27,23 @@ STUCK_REASONS = frozenset(
         "CrashLoopBackOff",
     }
 )
+# A pull can fail for a while (a registry's rate limit, a network blip) and then work; only
+# an image the registry says is not there, or not ours to pull, is stuck.
+PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
+MISSING_IMAGE = re.compile(
+    r"not found|manifest unknown|name unknown|repository does not exist|access denied"
+    r"|unauthorized",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a pod has not started: `stuck` when it will not start by itself."""
+
+    reason: str
+    message: str
+    stuck: bool
 
 
 @dataclass(frozen=True)
@@ -43,15 +59,21 @@ def _container_status(pod: dict[str, Any], container: str) -> dict[str, Any]:
     return {}
 
 
-def stuck_reason(pod: dict[str, Any], container: str) -> tuple[str, str] | None:
-    """(reason, message) when the pod reports it cannot start, else None."""
+def waiting_state(pod: dict[str, Any], container: str, image_missing: bool) -> Waiting | None:
+    """What the pod waits for, if anything. `image_missing`: a pull already failed for good,
+    so the back-off that follows is stuck too."""
     status = pod.get("status", {})
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            return "Unschedulable", str(condition.get("message", ""))
+            # A cluster autoscaler may be adding the node it needs.
+            return Waiting("Unschedulable", str(condition.get("message", "")), stuck=False)
     waiting = _container_status(pod, container).get("state", {}).get("waiting") or {}
-    if waiting.get("reason") in STUCK_REASONS:
-        return str(waiting["reason"]), str(waiting.get("message", ""))
+    reason, message = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
+    if reason in STUCK_REASONS:
+        return Waiting(reason, message, stuck=True)
+    if reason in PULL_REASONS:
+        missing = image_missing or MISSING_IMAGE.search(message) is not None
+        return Waiting(reason, message, stuck=missing)
     return None
 
 
@@ -126,6 +148,8 @@ class Supervisor:
         ).start()
         created = time.monotonic()
         stuck_since: float | None = None
+        image_missing = False
+        reported: Waiting | None = None
         pod: dict[str, Any] = {}
         phase = ""
         while True:
@@ -148,23 +172,25 @@ class Supervisor:
                     self._drain_logs()
                     return Outcome(phase == "Succeeded", pod)
             now = time.monotonic()
-            stuck = stuck_reason(pod, self.container)
-            if stuck is None:
+            state = waiting_state(pod, self.container, image_missing)
+            if state is not None and state != reported:
+                self.log.info(f"pod cannot start yet: {state.reason}: {state.message}")
+            reported = state
+            if state is not None and state.stuck:
+                image_missing = image_missing or state.reason in PULL_REASONS
+                stuck_since = now if stuck_since is None else stuck_since
+                if now - stuck_since >= self.stuck_timeout:
+                    raise K8sccError(
+                        f"pod {self.name} cannot start: {state.reason}: {state.message}"
+                    )
+            else:
                 stuck_since = None
-            elif stuck_since is None:
-                stuck_since = now
-                self.log.info(f"pod cannot start yet: {stuck[0]}: {stuck[1]}")
-            if (
-                stuck is not None
-                and stuck_since is not None
-                and now - stuck_since >= self.stuck_timeout
-            ):
-                raise K8sccError(f"pod {self.name} cannot start: {stuck[0]}: {stuck[1]}")
             if self._log_thread is None and now - created > self.start_timeout:
-                raise K8sccError(
-                    f"pod {self.name} did not start within {self.start_timeout:.0f} s"
-                    f" (phase {phase or 'unknown'})"
-                )
+                seen = phase or "unknown"
+                if state is not None:
+                    seen += f", {state.reason}: {state.message}"
+                within = f"{self.start_timeout:.0f} s"
+                raise K8sccError(f"pod {self.name} did not start within {within} (phase {seen})")
 
     def _drain_logs(self) -> None:
         """The log stream ends by itself after the container exits; give it a moment."""

@@ -1,6 +1,7 @@
-"""A supervised pod's log against a scripted API server: streams that end while the container
-runs, go half-open, carry an endless line, or fail, must neither silence the chaincode nor
-fail it, and nothing may be repeated when the follower reconnects."""
+"""A supervised pod against a scripted API server. Its log: streams that end while the
+container runs, go half-open, carry an endless line, or fail, must neither silence the
+chaincode nor fail it, and nothing may be repeated when the follower reconnects. Its start:
+states that pass by themselves are waited out, states that do not fail the step."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from k8scc import podlog
+from k8scc.errors import K8sccError
 from k8scc.log import StepLog
 from k8scc.supervise import Outcome, Supervisor
 from tests.unit.scripted_api import (
@@ -155,3 +157,95 @@ def test_a_failing_log_stream_never_fails_the_chaincode(tmp_path: Path) -> None:
     assert outcome.succeeded
     assert lines == ["first"]
     api.finished()
+
+
+# --- states a pod may wait in -------------------------------------------------------------
+
+
+def waiting(reason: str, message: str) -> dict[str, Any]:
+    return pod({"waiting": {"reason": reason, "message": message}}, "Pending", "10")
+
+
+UNSCHEDULABLE = {
+    **pod({}, "Pending", "10"),
+    "status": {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient memory.",
+            }
+        ],
+    },
+}
+RATE_LIMITED = waiting(
+    "ErrImagePull",
+    'failed to pull and unpack image "docker.io/hyperledger/fabric-ccenv:3.1": failed to copy:'
+    " httpReadSeeker: failed open: unexpected status code 429 Too Many Requests",
+)
+MISSING = waiting(
+    "ErrImagePull",
+    'failed to pull and unpack image "example.com/cc:none": failed to resolve reference'
+    ' "example.com/cc:none": example.com/cc:none: not found',
+)
+BACKING_OFF = waiting("ImagePullBackOff", 'Back-off pulling image "example.com/cc:none"')
+
+
+def wait_through(tmp_path: Path, states: list[dict[str, Any]], stuck: float) -> tuple[str, Any]:
+    """Supervises a pod that passes through `states` (each for several `stuck` timeouts) and
+    then runs to success; returns the peer's log and the outcome or the error raised."""
+    later = threading.Event()
+    events = Events(
+        [{"type": "MODIFIED", "object": state} for state in states],
+        gate=later,
+        after=[{"type": "MODIFIED", "object": RUNNING}, {"type": "MODIFIED", "object": DONE}],
+        hold=True,
+    )
+    script = [
+        Step("GET", pods_path(), events),
+        Step("GET", LOG, Stream([])),
+        Step("GET", pods_path(NAME), Reply(200, DONE)),
+    ]
+    stream = io.StringIO()
+    result: list[Any] = []
+    with scripted_api(script) as api:
+        log = StepLog("build", stream=stream)
+        supervisor = Supervisor(api.kube(tmp_path), log, NAME, "chaincode", 60, stuck)
+        created = {**states[0], "metadata": {**states[0]["metadata"], "resourceVersion": "9"}}
+
+        def supervise() -> None:
+            try:
+                result.append(supervisor.wait(created))
+            except K8sccError as error:
+                result.append(error)
+
+        waiter = threading.Thread(target=supervise)
+        waiter.start()
+        waiter.join(stuck * 6)
+        later.set()
+        waiter.join(30)
+        supervisor.close()
+    assert result, stream.getvalue()
+    return stream.getvalue(), result[0]
+
+
+@pytest.mark.parametrize("state", [UNSCHEDULABLE, RATE_LIMITED], ids=["unschedulable", "429"])
+def test_a_state_that_can_pass_is_reported_and_waited_out(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """A cluster adding a node, a registry's rate limit: both pass, so only timeouts.start
+    ends the wait, and the peer's log says what the pod waits for."""
+    log, outcome = wait_through(tmp_path, [state], stuck=0.5)
+    assert isinstance(outcome, Outcome) and outcome.succeeded, log
+    assert "pod cannot start yet: " in log
+
+
+def test_a_missing_image_fails_after_timeouts_stuck_also_while_backing_off(
+    tmp_path: Path,
+) -> None:
+    log, outcome = wait_through(tmp_path, [MISSING, BACKING_OFF], stuck=0.5)
+    assert isinstance(outcome, K8sccError), log
+    assert str(outcome).startswith(f"pod {NAME} cannot start: ImagePullBackOff: ")
+    assert log.count("pod cannot start yet: ") == 2  # each state change is reported
