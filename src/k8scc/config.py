@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,6 @@ class Config:
     labels: dict[str, str]
     annotations: dict[str, str]
     debug: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def default_images(fabric_version: str) -> dict[str, tuple[str, str]]:

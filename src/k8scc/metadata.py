@@ -24,13 +24,12 @@ _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\s]*?)-
 
 
 class Metadata:
-    __slots__ = ("label", "path", "raw", "type")
+    __slots__ = ("label", "path", "type")
 
-    def __init__(self, type: str, label: str, path: str, raw: bytes) -> None:
+    def __init__(self, type: str, label: str, path: str) -> None:
         self.type = type
         self.label = label
         self.path = path
-        self.raw = raw
 
 
 class ChaincodeJson:
@@ -65,7 +64,7 @@ class ChaincodeJson:
         return self.chaincode_id.rsplit(":", 1)[1]
 
 
-def _read_object(path: Path, what: str) -> tuple[dict[str, Any], bytes]:
+def _read_object(path: Path, what: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -78,7 +77,7 @@ def _read_object(path: Path, what: str) -> tuple[dict[str, Any], bytes]:
         raise K8sccError(f"{what} at {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise K8sccError(f"{what} at {path} must be a JSON object")
-    return data, raw
+    return data
 
 
 # Named as JSON names them: the peer's files are JSON, not Python.
@@ -102,7 +101,7 @@ def _string(data: dict[str, Any], key: str, what: str, required: bool = True) ->
 
 
 def read_metadata(metadata_dir: Path) -> Metadata:
-    data, raw = _read_object(metadata_dir / "metadata.json", "metadata.json")
+    data = _read_object(metadata_dir / "metadata.json", "metadata.json")
     what = "metadata.json"
     kind = _string(data, "type", what)
     label = _string(data, "label", what, required=False)
@@ -114,7 +113,7 @@ def read_metadata(metadata_dir: Path) -> Metadata:
         raise K8sccError(
             f"{what}: path {path!r} begins with '-', which go build would read as a flag"
         )
-    return Metadata(type=kind, label=label, path=path, raw=raw)
+    return Metadata(type=kind, label=label, path=path)
 
 
 def _pem_kinds(value: str) -> list[str]:
@@ -137,7 +136,7 @@ def _check_pem(value: str, field: str, kinds: tuple[str, ...]) -> None:
 
 def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
     """Reads and checks chaincode.json; the key is never echoed in an error."""
-    data, _ = _read_object(run_metadata_dir / "chaincode.json", "chaincode.json")
+    data = _read_object(run_metadata_dir / "chaincode.json", "chaincode.json")
     what = "chaincode.json"
     parsed = ChaincodeJson(
         chaincode_id=_string(data, "chaincode_id", what),

@@ -13,11 +13,11 @@ OUTPUT_DIR = "/chaincode/output"
 _STATIC = "-ldflags \"-linkmode external -extldflags '-static'\""
 
 
-def golang_build_script(path: str, fabric_version: str, dynamic_link: bool = False) -> str:
+def golang_build_script(path: str, fabric_version: str) -> str:
     """Fabric's Go build: vendored or module builds at the source root or at the package path,
-    else GOPATH mode; statically linked unless dynamic linking is asked for."""
+    else GOPATH mode; statically linked, as Fabric links by default."""
     module = "" if fabric_version.startswith("3") else "GO111MODULE=on "
-    ldflags = "" if dynamic_link else f"{_STATIC} "
+    ldflags = f"{_STATIC} "
     package = shlex.quote(path)
     src = f"{INPUT_DIR}/src"
     at_path = f"{src}/{package}"
@@ -45,7 +45,7 @@ def golang_build_script(path: str, fabric_version: str, dynamic_link: bool = Fal
     )
 
 
-def node_build_script(path: str, fabric_version: str, dynamic_link: bool = False) -> str:
+def node_build_script(path: str, fabric_version: str) -> str:
     return (
         "set -e\n"
         "if [ -x /chaincode/build.sh ]; then\n"
@@ -56,7 +56,7 @@ def node_build_script(path: str, fabric_version: str, dynamic_link: bool = False
     )
 
 
-def java_build_script(path: str, fabric_version: str, dynamic_link: bool = False) -> str:
+def java_build_script(path: str, fabric_version: str) -> str:
     return "./build.sh"
 
 
@@ -97,7 +97,7 @@ class Platform:
     def __init__(
         self,
         name: str,
-        build_script: Callable[[str, str, bool], str],
+        build_script: Callable[[str, str], str],
         launch: Callable[[str], list[str]],
         output_dir: str,
         build_workdir: str | None,

@@ -94,7 +94,7 @@ def builder_pod(
     """The pod running Fabric's build command for the platform, with `/chaincode/input`
     read-only and `/chaincode/output` writable from subPaths of the transfer volume."""
     settings = config.platforms[platform.name]
-    script = platform.build_script(metadata_path, config.fabric_version, False)
+    script = platform.build_script(metadata_path, config.fabric_version)
     # Builders run as a non-root uid, so the output is opened to whoever reads it back, keeping
     # the build's exit status.
     wrapper = f'/bin/sh -c "$1"; status=$?; chmod -R a+rwX {OUTPUT_DIR} 2>/dev/null; exit $status'

@@ -14,30 +14,11 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Protocol
 
 from k8scc.errors import K8sccError
 
 INPUT = "input"
 OUTPUT = "output"
-
-
-class Transfer(Protocol):
-    def stage_build(self, name: str, source_dir: Path) -> str:
-        """Makes the source available to a builder pod; returns the subPath prefix."""
-
-    def collect_build(self, name: str, destination: Path) -> None:
-        """Copies what the builder wrote into `destination`."""
-
-    def stage_run(self, name: str, build_output: Path) -> str:
-        """Makes a build's output available to a chaincode pod; returns the subPath prefix,
-        unique to this launch."""
-
-    def sweep(self, name: str, keep: str) -> None:
-        """Removes what earlier launches of `name` staged and left behind, except `keep`."""
-
-    def remove(self, name: str) -> None:
-        """Removes everything staged under `name` (a build name or a subPath prefix)."""
 
 
 # A symlink chain longer than this does not resolve (Linux's MAXSYMLINKS).

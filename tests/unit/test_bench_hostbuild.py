@@ -26,7 +26,7 @@ def load_config(tmp_path: Path, text: str = "") -> configuration.Config:
 
 
 def test_paths_starting_with_chaincode_move_and_others_stay() -> None:
-    script = PLATFORMS["golang"].build_script("k8scc.test/samples/chaincode/go", "3.1", False)
+    script = PLATFORMS["golang"].build_script("k8scc.test/samples/chaincode/go", "3.1")
     moved = relocate(script, Path("/r"))
     assert "cd /r/chaincode/input/src\n" in moved
     assert "-o /r/chaincode/output/chaincode k8scc.test/samples/chaincode/go" in moved

@@ -50,7 +50,6 @@ def test_metadata_as_the_cli_writes_it(tmp_path: Path) -> None:
     assert metadata.type == "golang"
     assert metadata.label == "my_cc+v1.0"
     assert metadata.path == "github.com/example/cc"
-    assert metadata.raw == raw
 
 
 def test_metadata_path_and_label_are_optional(tmp_path: Path) -> None:

@@ -148,14 +148,6 @@ def test_go_source_root_module_wins_over_package_module(shell: Shell) -> None:
     assert "-mod=readonly" in args
 
 
-def test_go_dynamic_link_drops_the_static_flags(shell: Shell) -> None:
-    shell.tool("go")
-    script = platforms.golang_build_script(GO_PATH, "3.1", dynamic_link=True)
-    assert "-ldflags" not in script
-    shell.run(script)
-    assert shell.called()[2] == ["build", "-v", "-o", f"{shell.output}/chaincode", GO_PATH]
-
-
 def test_go_script_text_follows_fabric() -> None:
     script = platforms.golang_build_script(GO_PATH, "3.1")
     lines = script.splitlines()

@@ -260,7 +260,7 @@ def test_builder_runs_the_platform_build_script(plain: Config, name: str) -> Non
     command = box["command"]
     assert command[:2] == ["/bin/sh", "-c"]
     assert command[3] == "k8scc-build"
-    assert command[4] == platform.build_script("example.com/cc", plain.fabric_version, False)
+    assert command[4] == platform.build_script("example.com/cc", plain.fabric_version)
     assert len(command) == 5
     assert box.get("workingDir") == platform.build_workdir
     assert box["securityContext"]["readOnlyRootFilesystem"] is False
