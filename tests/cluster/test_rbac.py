@@ -51,7 +51,10 @@ def test_every_permission_of_the_role_is_covered() -> None:
     )
 
 
-@pytest.mark.parametrize(("resource", "verb"), PERMISSIONS, ids=str)
+LOG = ("pods/log", "get")
+
+
+@pytest.mark.parametrize(("resource", "verb"), [p for p in PERMISSIONS if p != LOG], ids=str)
 def test_a_step_fails_naming_the_missing_permission(
     testbed: Testbed,
     admin: Client,
@@ -95,3 +98,21 @@ def test_a_step_fails_naming_the_missing_permission(
     errors = [line for line in stderr.splitlines() if re.search(r"\]: error: ", line)]
     assert len(errors) == 1, stderr
     assert f'cannot {verb} resource "{resource}"' in errors[0], errors[0]
+
+
+def test_without_reading_logs_a_build_succeeds_and_says_why_its_output_is_missing(
+    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
+) -> None:
+    """A log stream that fails never fails the step: the build's result comes back anyway,
+    and the peer's log says, once, why the build's own output is not in it."""
+    apply_rbac(testbed.control_plane, namespace, rules=without(*LOG))
+    builder = make_builder(testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0"}})
+    source, metadata = package_source("node", tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    result = builder.run("build", source, metadata, output)
+    assert result.returncode == 0, result.stderr
+    assert (output / "k8scc-build.json").is_file()
+    warnings = [line for line in result.stderr.splitlines() if "log stream of pod" in line]
+    assert len(warnings) == 1, result.stderr
+    assert 'cannot get resource "pods/log"' in warnings[0]
