@@ -17,7 +17,7 @@ from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.metadata import read_chaincode_json, read_metadata
 from k8scc.peer import Identity
-from k8scc.platforms import lookup
+from k8scc.platforms import require_platform
 
 STEPS = ("detect", "build", "release", "run")
 _BIN_SCRIPT = """#!{python}
@@ -47,9 +47,7 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
     peer, note = _identity(settings)
     if step == "build":
         metadata = read_metadata(metadata_or_run)
-        platform = lookup(metadata.type)
-        if platform is None or platform.name not in settings.platforms:
-            raise K8sccError(f"type {metadata.type!r} is not one k8scc builds here")
+        platform = require_platform(metadata.type, settings.platforms, config_file)
         name = names.build_name(peer.peer_id, metadata.label, "render")
         objects = [
             render.builder_pod(settings, platform, metadata.path, metadata.label, name, peer, name)
@@ -57,9 +55,7 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
     else:
         chaincode = read_chaincode_json(metadata_or_run)
         info = buildinfo.read(directory)
-        platform = lookup(info.platform)
-        if platform is None or platform.name not in settings.platforms:
-            raise K8sccError(f"platform {info.platform!r} is not configured here")
+        platform = require_platform(info.platform, settings.platforms, config_file)
         name = names.chaincode_name(peer.peer_id, chaincode.chaincode_id)
         objects = [
             render.chaincode_pod(settings, platform, info.run_image, chaincode, name, peer, name)

@@ -5,7 +5,9 @@ chaincode runs unchanged."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+
+from k8scc.errors import K8sccError
 
 INPUT_DIR = "/chaincode/input"
 OUTPUT_DIR = "/chaincode/output"
@@ -148,3 +150,22 @@ PLATFORMS: dict[str, Platform] = {
 def lookup(chaincode_type: str) -> Platform | None:
     """Fabric compares the metadata type upper-cased, so `GOLANG` and `Golang` are golang too."""
     return PLATFORMS.get(chaincode_type.strip().lower())
+
+
+def known_platform(chaincode_type: str) -> Platform:
+    """The platform of `chaincode_type`; one error line if k8scc builds no such type."""
+    platform = lookup(chaincode_type)
+    if platform is None:
+        known = ", ".join(PLATFORMS)
+        raise K8sccError(f"type {chaincode_type!r} is not one k8scc builds ({known})")
+    return platform
+
+
+def require_platform(
+    chaincode_type: str, enabled: Collection[str], config_path: object
+) -> Platform:
+    """The platform of `chaincode_type`, if k8scc builds it and the configuration enables it."""
+    platform = known_platform(chaincode_type)
+    if platform.name not in enabled:
+        raise K8sccError(f"platform {platform.name} is disabled in {config_path}")
+    return platform

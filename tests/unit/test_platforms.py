@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from k8scc import platforms
+from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS, lookup
 
 pytestmark = pytest.mark.unit
@@ -347,3 +348,13 @@ def test_lookup_of_unknown_types(kind: str) -> None:
 def test_harness_reports_failing_scripts(shell: Shell) -> None:
     with pytest.raises(AssertionError):
         shell.run("exit 3")
+
+
+def test_require_platform_names_the_type_or_the_configuration() -> None:
+    assert platforms.require_platform("GOLANG", {"golang"}, "k.yaml").name == "golang"
+    with pytest.raises(K8sccError) as unknown:
+        platforms.require_platform("ccaas", {"golang"}, "k.yaml")
+    assert str(unknown.value) == "type 'ccaas' is not one k8scc builds (golang, node, java)"
+    with pytest.raises(K8sccError) as disabled:
+        platforms.require_platform("Node", {"golang"}, "k.yaml")
+    assert str(disabled.value) == "platform node is disabled in k.yaml"

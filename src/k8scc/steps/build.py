@@ -16,7 +16,7 @@ from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
-from k8scc.platforms import lookup
+from k8scc.platforms import require_platform
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, VolumeTransfer, copy_tree
 
@@ -33,14 +33,10 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     source, metadata_dir, output = (Path(a) for a in argv)
     metadata = read_metadata(metadata_dir)
     log.chaincode = metadata.label
-    platform = lookup(metadata.type)
-    if platform is None:
-        raise K8sccError(f"type {metadata.type!r} is not one k8scc builds")
     config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
-    settings = config.platforms.get(platform.name)
-    if settings is None:
-        raise K8sccError(f"platform {platform.name} is disabled in {config.path}")
+    platform = require_platform(metadata.type, config.platforms, config.path)
+    settings = config.platforms[platform.name]
     if not output.is_dir() or any(output.iterdir()):
         raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
     kube = Kube.connect(config)

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from k8scc import configfile
-from k8scc.errors import K8sccError
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
-from k8scc.platforms import PLATFORMS, lookup
+from k8scc.platforms import PLATFORMS, known_platform, require_platform
 
 
 def enabled_platforms(text: str, path: Path) -> set[str]:
@@ -28,10 +27,9 @@ def enabled_platforms(text: str, path: Path) -> set[str]:
 
 def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     metadata = read_metadata(Path(argv[1]))
-    platform = lookup(metadata.type)
-    if platform is None:
-        raise K8sccError(f"type {metadata.type!r} is not one k8scc builds ({', '.join(PLATFORMS)})")
+    # An unknown type is declined before the configuration is read: the common case of a
+    # package for another builder stays cheap.
+    platform = known_platform(metadata.type)
     path = configfile.locate(bin_dir)
-    if platform.name not in enabled_platforms(configfile.read(path), path):
-        raise K8sccError(f"platform {platform.name} is disabled in {path}")
+    require_platform(platform.name, enabled_platforms(configfile.read(path), path), path)
     return 0

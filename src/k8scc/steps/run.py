@@ -12,7 +12,7 @@ from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
-from k8scc.platforms import lookup
+from k8scc.platforms import require_platform
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, VolumeTransfer
 
@@ -24,13 +24,9 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     chaincode = read_chaincode_json(run_metadata)
     log.chaincode = chaincode.chaincode_id
     info = buildinfo.read(build_output)
-    platform = lookup(info.platform)
-    if platform is None:
-        raise K8sccError(f"unknown platform {info.platform!r} in the build output")
     config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
-    if platform.name not in config.platforms:
-        raise K8sccError(f"platform {platform.name} is disabled in {config.path}")
+    platform = require_platform(info.platform, config.platforms, config.path)
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
