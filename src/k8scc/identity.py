@@ -29,4 +29,10 @@ def resolve(config: Config, kube: Kube) -> Identity:
     pod_name = owner_pod_name(config)
     pod = kube.get_pod(pod_name) if pod_name else None
     owner = Owner(name=pod["metadata"]["name"], uid=pod["metadata"]["uid"]) if pod else None
-    return Identity(peer_id=peer_id(config), owner=owner)
+    return Identity(peer_id=peer_id(config), owner=owner, instance=instance(config))
+
+
+def instance(config: Config) -> str:
+    """The peer process's pod name, or its host's: a peer restarted in the same pod or on the
+    same host is the same peer, another one given the same id is not."""
+    return config.peer_pod_name or socket.gethostname()

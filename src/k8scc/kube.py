@@ -161,6 +161,9 @@ class Kube:
         name = manifest["metadata"]["name"]
         pod = self._create("pods", manifest)
         if pod is None:
+            previous = self.get_pod(name)
+            if previous is not None:
+                _refuse_another_peers(previous, manifest)
             self.delete_pod(name, grace=0)
             if not self.wait_pod_gone(name, wait_seconds):
                 raise K8sccError(f"previous pod {name} did not go away within {wait_seconds:.0f} s")
@@ -171,7 +174,12 @@ class Kube:
         """Creates the Secret, first removing one of the same name left by an earlier launch."""
         secret = self._create("secrets", manifest)
         if secret is None:
-            self.delete_secret(manifest["metadata"]["name"])
+            # The Role may not read Secrets; the pod of the same name tells whose launch it is.
+            name = manifest["metadata"]["name"]
+            pod = self.get_pod(name)
+            if pod is not None:
+                _refuse_another_peers(pod, manifest)
+            self.delete_secret(name)
             secret = self._create("secrets", manifest)
             if secret is None:
                 raise K8sccError(f"secret {manifest['metadata']['name']} exists already")
@@ -350,6 +358,21 @@ class Kube:
                 {"fieldManager": FIELD_MANAGER, "dryRun": "All"},
                 manifest,
             ),
+        )
+
+
+def _refuse_another_peers(pod: dict[str, Any], ours: dict[str, Any]) -> None:
+    """A pod of our name made by another peer process given the same peer id (its instance
+    annotation differs) is that peer's live launch: replacing it, or its Secret, would start a
+    loop of each peer deleting the other's. Pods from before the annotation count as ours."""
+    annotations = pod["metadata"].get("annotations") or {}
+    theirs = annotations.get(names.ANNOTATION_PEER_INSTANCE)
+    mine = (ours["metadata"].get("annotations") or {}).get(names.ANNOTATION_PEER_INSTANCE)
+    if theirs and mine and theirs != mine:
+        peer_id = annotations.get(names.ANNOTATION_PEER_ID)
+        raise K8sccError(
+            f"pod {pod['metadata']['name']} belongs to another peer with the same id"
+            f" {peer_id!r}, in {theirs}: give each peer its own peer.id (or CORE_PEER_ID)"
         )
 
 

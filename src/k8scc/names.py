@@ -24,6 +24,8 @@ LABEL_CHAINCODE = f"{GROUP}/chaincode-label"
 LABEL_PACKAGE_HASH = f"{GROUP}/package-hash"
 ANNOTATION_PACKAGE_ID = f"{GROUP}/package-id"
 ANNOTATION_PEER_ID = f"{GROUP}/peer-id"
+# The pod (or host) of the peer process: two peers given one id tell their objects apart by it.
+ANNOTATION_PEER_INSTANCE = f"{GROUP}/peer-instance"
 ANNOTATION_MSPID = f"{GROUP}/mspid"
 ANNOTATION_LABEL = f"{GROUP}/label"
 # Random per create call: tells the object a retried create stored from an earlier one's.
@@ -94,8 +96,11 @@ def pod_annotations(
     package_id: str = "",
     mspid: str = "",
     extra: Mapping[str, str] | None = None,
+    instance: str = "",
 ) -> dict[str, str]:
     result = {**(extra or {}), ANNOTATION_PEER_ID: peer_id, ANNOTATION_LABEL: label}
+    if instance:
+        result[ANNOTATION_PEER_INSTANCE] = instance
     if package_id:
         result[ANNOTATION_PACKAGE_ID] = package_id
     if mspid:

@@ -20,7 +20,9 @@ class Owner:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who launches: the peer id, and the pod that owns what we create when there is one."""
+    """Who launches: the peer id, the pod (or host) the peer runs in, and the pod that owns
+    what we create when there is one."""
 
     peer_id: str
     owner: Owner | None = None
+    instance: str = ""

@@ -141,7 +141,9 @@ def builder_pod(
         "metadata": _metadata(
             name,
             names.pod_labels("build", identity.peer_id, label, extra=config.labels),
-            names.pod_annotations(identity.peer_id, label, extra=config.annotations),
+            names.pod_annotations(
+                identity.peer_id, label, extra=config.annotations, instance=identity.instance
+            ),
             identity.owner,
         ),
         "spec": spec,
@@ -231,6 +233,7 @@ def chaincode_pod(
                 chaincode.chaincode_id,
                 chaincode.mspid,
                 config.annotations,
+                identity.instance,
             ),
             identity.owner,
         ),
@@ -264,7 +267,11 @@ def tls_secret(
                 "run", identity.peer_id, chaincode.label, chaincode.package_hash, config.labels
             ),
             names.pod_annotations(
-                identity.peer_id, chaincode.label, chaincode.chaincode_id, chaincode.mspid
+                identity.peer_id,
+                chaincode.label,
+                chaincode.chaincode_id,
+                chaincode.mspid,
+                instance=identity.instance,
             ),
             identity.owner,
         ),

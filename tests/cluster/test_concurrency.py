@@ -16,7 +16,7 @@ from k8scc.names import LABEL_PEER
 from testbed.cluster import Testbed
 from tests.cluster.test_failures import CHAINCODE_ID, launch
 from tests.cluster.test_steps import wait_clean
-from tests.support.builder import Builder, RunningStep, make_builder, package_source
+from tests.support.builder import Builder, RunningStep, apply_rbac, make_builder, package_source
 from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -130,3 +130,54 @@ def _pods_once_settled(
 
 def _launched_by(stderr: str, pod: str) -> bool:
     return re.search(rf"pod={re.escape(pod)}\b", stderr) is not None
+
+
+def test_a_second_peer_with_the_same_id_is_refused_and_touches_nothing(
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+    golang_output: Path,
+) -> None:
+    """Two peers misconfigured with one id would share pod and Secret names and delete each
+    other's in a loop; the second is refused in one line naming the first one's pod."""
+    apply_rbac(testbed.control_plane, namespace)
+    peers = []
+    for pod_name in ("peer-a", "peer-b"):
+        (tmp_path / pod_name).mkdir()
+        settings = {"peer": {"id": "peer0.org1", "podName": pod_name}}
+        peers.append(make_builder(testbed, namespace, volume_dir, tmp_path / pod_name, settings))
+    first_builder, second_builder = peers
+    with FakePeer(tls=True) as peer_a, FakePeer(tls=True) as peer_b:
+        first = launch(first_builder, golang_output, tmp_path / "a", peer_a)
+        try:
+            assert peer_a.wait_registered(CHAINCODE_ID, 60), first.stderr
+            before = _objects(admin, namespace)
+            directories = sorted(volume_dir.iterdir())
+            second = launch(second_builder, golang_output, tmp_path / "b", peer_b)
+            assert second.process.wait(60) != 0
+            second.stop()
+            errors = [line for line in second.stderr.splitlines() if ": error: " in line]
+            assert len(errors) == 1, second.stderr
+            assert "another peer with the same id" in errors[0] and "peer-a" in errors[0]
+            assert _objects(admin, namespace) == before
+            assert sorted(volume_dir.iterdir()) == directories
+            assert first.process.poll() is None
+            assert not peer_b.wait_registered(CHAINCODE_ID, 1)
+        finally:
+            first.stop()
+    assert wait_clean(admin, namespace, first_builder.transfer) == []
+
+
+def _objects(admin: Client, namespace: str) -> set[tuple[str, str]]:
+    """(kind, uid) of every pod and Secret: what a replacement would change."""
+    pods = {
+        ("Pod", str(p.metadata.uid)) for p in admin.list(Pod, namespace=namespace) if p.metadata
+    }
+    secrets = {
+        ("Secret", str(s.metadata.uid))
+        for s in admin.list(Secret, namespace=namespace)
+        if s.metadata
+    }
+    return pods | secrets

@@ -193,6 +193,7 @@ def test_an_earlier_incarnation_met_by_a_retried_create_is_replaced(tmp_path: Pa
         Step("POST", pods_path(), Hangup()),
         Step("POST", pods_path(), EXISTS),
         Step("GET", pods_path(NAME), Reply(200, earlier)),
+        Step("GET", pods_path(NAME), Reply(200, earlier)),  # whose it is
         Step("DELETE", pods_path(NAME), Reply(200, earlier)),
         Step("GET", pods_path(NAME), Reply(404, status(404, "NotFound", "not found"))),
         Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
