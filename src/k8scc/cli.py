@@ -69,11 +69,11 @@ def _identity(settings: config.Config) -> tuple[Identity, str]:
     """The peer as the steps resolve it, owner pod included; when the owner cannot be looked
     up from here, the objects go without it and a YAML comment says why."""
     if identity.owner_pod_name(settings) is None:
-        return Identity(peer_id=identity.peer_id(settings)), ""
+        return identity.unowned(settings), ""
     try:
         return identity.resolve(settings, Kube.connect(settings)), ""
     except K8sccError as error:
-        return Identity(peer_id=identity.peer_id(settings)), f"# owner: not looked up: {error}\n"
+        return identity.unowned(settings), f"# owner: not looked up: {error}\n"
 
 
 def main(argv: list[str] | None = None) -> None:

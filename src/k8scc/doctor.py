@@ -20,7 +20,6 @@ from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.metadata import ChaincodeJson
-from k8scc.peer import Identity
 from k8scc.platforms import PLATFORMS
 
 # Everything k8scc asks of Kubernetes, as (verb, resource[/subresource]) in the core API group.
@@ -128,7 +127,7 @@ def check_permissions(kube: Kube) -> Result:
 def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
     """The builder and chaincode pod of every enabled platform and a TLS Secret, as the steps
     render them, under names of the real shape; described for the report."""
-    who = Identity(peer_id=identity.peer_id(config))
+    who = identity.unowned(config)
     package_id = f"k8scc-doctor_1.0:{'0' * 64}"
     chaincode = ChaincodeJson(
         chaincode_id=package_id,

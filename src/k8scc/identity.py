@@ -32,6 +32,11 @@ def resolve(config: Config, kube: Kube) -> Identity:
     return Identity(peer_id=peer_id(config), owner=owner, instance=instance(config))
 
 
+def unowned(config: Config) -> Identity:
+    """The peer as resolve() finds it, without looking up its pod as owner."""
+    return Identity(peer_id=peer_id(config), instance=instance(config))
+
+
 def instance(config: Config) -> str:
     """The peer process's pod name, or its host's: a peer restarted in the same pod or on the
     same host is the same peer, another one given the same id is not."""

@@ -204,29 +204,16 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             if isinstance(response, Events):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                for event in response.events:
-                    self.wfile.write(json.dumps(event).encode() + b"\n")
-                self.wfile.flush()
-                if response.gate is not None:
-                    response.gate.wait(GATE_SECONDS)
-                for event in response.after:
-                    self.wfile.write(json.dumps(event).encode() + b"\n")
-                self.wfile.flush()
-                if response.hold:
-                    api.closing.wait(GATE_SECONDS)
+                self._stream(
+                    "application/json",
+                    _lines(response.events),
+                    response.gate,
+                    _lines(response.after),
+                    response.hold,
+                )
                 return
             if isinstance(response, Stream):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                for chunk in response.chunks:
-                    self.wfile.write(chunk)
-                self.wfile.flush()
-                if response.hold:
-                    api.closing.wait(GATE_SECONDS)
+                self._stream("text/plain", response.chunks, hold=response.hold)
                 return
             content = response.body
             if callable(content):
@@ -239,6 +226,29 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _stream(
+            self,
+            content_type: str,
+            chunks: list[bytes],
+            gate: threading.Event | None = None,
+            after: list[bytes] | None = None,
+            hold: bool = False,
+        ) -> None:
+            """A body sent as it comes, ended by closing the connection."""
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(chunk)
+            self.wfile.flush()
+            if gate is not None:
+                gate.wait(GATE_SECONDS)
+                for chunk in after or []:
+                    self.wfile.write(chunk)
+                self.wfile.flush()
+            if hold:
+                api.closing.wait(GATE_SECONDS)
 
         def do_GET(self) -> None:
             self._answer()
@@ -253,3 +263,7 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
             self._answer()
 
     return Handler
+
+
+def _lines(events: list[dict[str, Any]]) -> list[bytes]:
+    return [json.dumps(event).encode() + b"\n" for event in events]
