@@ -201,15 +201,12 @@ class _Reader:
 
 def kind_of(value: Any) -> str:
     """A YAML value's type as an error message names it."""
-    if isinstance(value, bool):
-        return "a boolean"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
+    # bool first: it is an int too. Subclasses count: a round-trip loader's maps are dicts.
+    kinds = ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"))
+    for kind, name in (*kinds, (int, "a number"), (float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 def _names(kinds: tuple[type, ...]) -> str:

@@ -3,12 +3,14 @@ core.yaml, so an image or an operator configures the peer with one command inste
 hand-edited copy of Fabric's file.
 
 The entry replaces any entry of the same name and every other builder keeps its place: the peer
-tries builders in list order, so an existing order is the operator's choice. The file is parsed
-and written back with PyYAML, which does not keep comments.
+tries builders in list order, so an existing order is the operator's choice. The file is read
+and written back with ruamel.yaml's round trip, so operators' comments and key order survive
+(indentation becomes ruamel's). Imported here only: the four steps never pay for it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -16,7 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from k8scc.config import kind_of
 from k8scc.configfile import CONFIG_ENV
@@ -56,44 +61,98 @@ def builder_entry(
     }
 
 
-def merge(document: Any, entry: dict[str, Any]) -> dict[str, Any]:
-    """`document` (parsed core.yaml; None for an empty file) with `entry` as the only builder of
-    its name. The input is not modified."""
+def merge(document: Any, entry: dict[str, Any]) -> Any:
+    """`document` (core.yaml as ruamel.yaml's round trip loads it; None for an empty file) with
+    `entry` as the only builder of its name. Changed in place, which keeps every comment where
+    it was; returned, since an empty file becomes a new document."""
     if document is None:
-        document = {}
+        document = CommentedMap()
     if not isinstance(document, dict):
         raise K8sccError(f"expected a mapping at the top level, got {kind_of(document)}")
     chaincode = document.get("chaincode")
     if chaincode is None:
-        chaincode = {}
+        chaincode = document["chaincode"] = CommentedMap()
     if not isinstance(chaincode, dict):
         raise K8sccError(f"chaincode: expected a mapping, got {kind_of(chaincode)}")
     builders = chaincode.get("externalBuilders")
     if builders is None:
-        builders = []
+        builders = chaincode["externalBuilders"] = CommentedSeq()
     if not isinstance(builders, list):
         raise K8sccError(f"chaincode.externalBuilders: expected a list, got {kind_of(builders)}")
-    merged: list[Any] = []
-    placed = False
-    for builder in builders:
-        if isinstance(builder, dict) and builder.get("name") == entry["name"]:
-            if not placed:
-                merged.append(entry)
-                placed = True
-        else:
-            merged.append(builder)
-    if not placed:
-        merged.append(entry)
-    return {**document, "chaincode": {**chaincode, "externalBuilders": merged}}
+    if isinstance(builders, CommentedSeq):
+        builders.fa.set_block_style()  # Fabric's `externalBuilders: []` would stay on one line
+    ours = [
+        index
+        for index, builder in enumerate(builders)
+        if isinstance(builder, dict) and builder.get("name") == entry["name"]
+    ]
+    node = _node(entry)
+    if ours:
+        _carry_trailing_comment(builders[ours[0]], node)
+        builders[ours[0]] = node
+        for index in reversed(ours[1:]):
+            del builders[index]
+    else:
+        # The comment after the last builder introduces the key that follows the list.
+        _carry_trailing_comment(builders, node)
+        builders.append(node)
+    return document
+
+
+def _node(value: Any) -> Any:
+    """`value` as the round trip's own types, which can carry comments."""
+    if isinstance(value, dict):
+        return CommentedMap((key, _node(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return CommentedSeq(_node(item) for item in value)
+    return value
+
+
+def _last_line(node: Any) -> tuple[Any, Any] | None:
+    """The collection and key of `node`'s deepest last element, which holds the comment that
+    follows `node` in the file."""
+    while isinstance(node, (CommentedMap, CommentedSeq)) and node:
+        key = next(reversed(node)) if isinstance(node, CommentedMap) else len(node) - 1
+        if not isinstance(node[key], (CommentedMap, CommentedSeq)) or not node[key]:
+            return node, key
+        node = node[key]
+    return None
+
+
+def _carry_trailing_comment(old: Any, new: Any) -> None:
+    """Moves the comment after `old` to after `new`: a map keeps it in the third slot of its
+    key's comment list, a list in the first slot of its item's."""
+    source, target = _last_line(old), _last_line(new)
+    if source is None or target is None:
+        return
+    held = source[0].ca.items.get(source[1])
+    slot = 2 if isinstance(source[0], CommentedMap) else 0
+    if not held or held[slot] is None:
+        return
+    comment, held[slot] = held[slot], None
+    tokens = [None, None, None, None]
+    tokens[2 if isinstance(target[0], CommentedMap) else 0] = comment
+    target[0].ca.items[target[1]] = tokens
+
+
+def _yaml() -> YAML:
+    round_trip = YAML()
+    round_trip.preserve_quotes = True
+    round_trip.width = 4096  # long lines stay as the operator wrote them
+    return round_trip
 
 
 def render(text: str | None, entry: dict[str, Any], source: str = "core.yaml") -> str:
     """The YAML text of `text` merged with `entry`; without text, a document holding just it."""
+    round_trip = _yaml()
     document: Any = None
     if text is not None:
         try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as error:
+            # Written back with the file's own indentation, as far as one can be guessed.
+            _, indent, dash = load_yaml_guess_indent(text)
+            round_trip.indent(mapping=indent or 2, sequence=indent or 2, offset=dash or 0)
+            document = round_trip.load(text)
+        except YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark else ""
             problem = getattr(error, "problem", None) or error
@@ -102,7 +161,9 @@ def render(text: str | None, entry: dict[str, Any], source: str = "core.yaml") -
         merged = merge(document, entry)
     except K8sccError as error:
         raise K8sccError(f"{source}: {error}") from None
-    return yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+    out = io.StringIO()
+    round_trip.dump(merged, out)
+    return out.getvalue()
 
 
 def read(path: Path) -> str:

@@ -282,8 +282,19 @@ def test_a_failed_replace_leaves_the_file_and_no_temporary_behind(
     assert [p.name for p in tmp_path.iterdir()] == ["core.yaml"]
 
 
-def test_merge_does_not_modify_its_input() -> None:
-    document = {"chaincode": {"externalBuilders": [{"name": "k8scc", "path": "/x"}]}}
-    merged = coreyaml.merge(document, coreyaml.builder_entry())
-    assert document == {"chaincode": {"externalBuilders": [{"name": "k8scc", "path": "/x"}]}}
-    assert merged["chaincode"]["externalBuilders"] == [DEFAULT_ENTRY]
+def test_operators_comments_in_core_yaml_survive(sample_core: Path) -> None:
+    """Fabric's core.yaml documents every setting in comments, and operators add their own."""
+    text = sample_core.read_text().replace("peer:\n", "peer: # ours, since 2024\n", 1)
+    comments = [line.strip() for line in text.splitlines() if line.strip().startswith("#")]
+    merged = coreyaml.render(text, coreyaml.builder_entry())
+    kept = {line.strip() for line in merged.splitlines()}
+    assert [comment for comment in comments if comment not in kept] == []
+    assert "peer: # ours, since 2024" in merged
+    # The comment after the last builder introduces the next key, and still does.
+    before = [line.strip() for line in merged.split("installTimeout:")[0].splitlines()]
+    assert before[-3:] == [
+        "# The maximum duration to wait for the chaincode build and install process",
+        "# to complete.",
+        "",
+    ]
+    assert builders(merged)[-1] == DEFAULT_ENTRY
