@@ -461,7 +461,7 @@ class Bench:
         treegen.write(tree, files)
         volume = workdir / "volume"
         volume.mkdir()
-        transfer = VolumeTransfer(volume)
+        transfer = VolumeTransfer(volume, "peer-bench")
         runs = []
         for run in range(self.settings.runs):
             measured = {}

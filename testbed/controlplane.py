@@ -16,7 +16,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -353,6 +353,17 @@ class ControlPlane:
         time.sleep(down_seconds)
         binary = binaries.ensure(binaries.KUBE) / "kube-apiserver"
         self._start_apiserver(binary, self._etcd_url, timeout)
+
+    @contextlib.contextmanager
+    def apiserver_hung(self) -> Iterator[None]:
+        """kube-apiserver stopped (SIGSTOP) while the block runs: connections are accepted by
+        the kernel and never answered, as by a server that hangs."""
+        [apiserver] = [p for p in self._processes if p.name == "kube-apiserver"]
+        os.killpg(apiserver.popen.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(apiserver.popen.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ends only the processes this control plane started, newest first."""

@@ -57,11 +57,21 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
         info = buildinfo.read(directory)
         platform = require_platform(info.platform, settings.platforms, config_file)
         name = names.chaincode_name(peer.peer_id, chaincode.chaincode_id)
+        launch = names.launch_name(name, "render")  # random per launch
         objects = [
-            render.chaincode_pod(settings, platform, info.run_image, chaincode, name, peer, name)
+            render.chaincode_pod(
+                settings,
+                platform,
+                info.run_image,
+                chaincode,
+                name,
+                peer,
+                launch,
+                info.architecture,
+            )
         ]
         if chaincode.tls:
-            objects.append(render.redacted(render.tls_secret(chaincode, name, peer, settings)))
+            objects.append(render.redacted(render.tls_secret(chaincode, launch, peer, settings)))
     return note + yaml.safe_dump_all(objects, sort_keys=False)
 
 

@@ -6,6 +6,7 @@ documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -70,6 +71,7 @@ class Config:
     build_timeout: float
     start_timeout: float
     stuck_timeout: float
+    leftover_age: float
     termination_grace: int
     image_pull_policy: str
     node_selector: dict[str, str]
@@ -303,7 +305,7 @@ def parse(text: str, path: Path | None = None) -> Config:
     chaincode = r.section(
         top.get("chaincode"), "chaincode", {"resources", "logging", "terminationGracePeriodSeconds"}
     )
-    timeouts = r.section(top.get("timeouts"), "timeouts", {"build", "start", "stuck"})
+    timeouts = r.section(top.get("timeouts"), "timeouts", {"build", "start", "stuck", "leftovers"})
     logging = r.section(chaincode.get("logging"), "chaincode.logging", {"level", "shim", "format"})
     pod = r.section(
         top.get("pod"),
@@ -419,6 +421,7 @@ def parse(text: str, path: Path | None = None) -> Config:
         build_timeout=r.duration(timeouts, "build", "timeouts", 280.0),
         start_timeout=r.duration(timeouts, "start", "timeouts", 180.0),
         stuck_timeout=r.duration(timeouts, "stuck", "timeouts", 20.0),
+        leftover_age=r.duration(timeouts, "leftovers", "timeouts", math.inf),
         termination_grace=r.get(
             chaincode,
             "terminationGracePeriodSeconds",
@@ -439,6 +442,11 @@ def parse(text: str, path: Path | None = None) -> Config:
         annotations=r.string_map(pod, "annotations", "pod", _check_label_key),
         debug=r.get(top, "debug", "", bool, False),
     )
+    if config.leftover_age == math.inf:
+        config = dataclasses.replace(config, leftover_age=max(900.0, 2 * config.build_timeout))
+    elif config.leftover_age <= config.build_timeout:
+        # A live build's pod would be collected as another build's leftover.
+        r.errors.append("timeouts.leftovers: must be longer than timeouts.build")
     if r.errors:
         raise K8sccError(f"{where}: " + "; ".join(r.errors))
     return config

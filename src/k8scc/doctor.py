@@ -27,6 +27,7 @@ from k8scc.platforms import PLATFORMS
 PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("create", "pods"),
     ("get", "pods"),
+    ("list", "pods"),
     ("watch", "pods"),
     ("delete", "pods"),
     ("get", "pods/log"),
@@ -138,6 +139,7 @@ def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
         mspid="K8sccDoctorMSP",
     )
     run_name = names.chaincode_name(who.peer_id, package_id)
+    launch = names.launch_name(run_name, "doctor")
     build_name = names.build_name(who.peer_id, chaincode.label, "doctor")
     objects: list[tuple[str, dict[str, Any]]] = []
     for name in config.platforms:
@@ -147,9 +149,9 @@ def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
         )
         objects.append((f"{name} builder pod", pod))
         run_image = config.platforms[name].run_image
-        pod = render.chaincode_pod(config, platform, run_image, chaincode, run_name, who, run_name)
+        pod = render.chaincode_pod(config, platform, run_image, chaincode, run_name, who, launch)
         objects.append((f"{name} chaincode pod", pod))
-    objects.append(("TLS Secret", render.tls_secret(chaincode, run_name, who, config)))
+    objects.append(("TLS Secret", render.tls_secret(chaincode, launch, who, config)))
     return objects
 
 

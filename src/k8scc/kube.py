@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import secrets
 import ssl
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -43,6 +45,18 @@ WATCH_READ_SECONDS = WATCH_SECONDS + 30
 FIELD_MANAGER = "k8scc"
 
 
+@dataclass
+class Incarnation:
+    """One create call's object. Named, with its random create id, before the request goes
+    out, so that a step stopped while the create is under way can still find what it stored;
+    `uid` is known once the create has answered."""
+
+    plural: str
+    name: str
+    create_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    uid: str | None = None
+
+
 class Kube:
     def __init__(self, credentials: kubeconfig.Credentials, namespace: str) -> None:
         try:
@@ -50,8 +64,8 @@ class Kube:
         except (ssl.SSLError, ValueError) as error:
             raise K8sccError(f"cannot load Kubernetes credentials: {error}") from None
         self.namespace = namespace
-        # Lowered while cleaning up after SIGTERM: the peer kills us 5 s later.
         self.retry_seconds = RETRY_SECONDS
+        self._deadline: float | None = None
         self._outage_seen = -AUTHZ_WARMUP_SECONDS
 
     @classmethod
@@ -86,13 +100,25 @@ class Kube:
         warming = time.monotonic() - self._outage_seen < AUTHZ_WARMUP_SECONDS
         return warming and status_code(error) in (401, 403)
 
+    def finish_by(self, deadline: float) -> None:
+        """Every request from now on, retries included, ends by `deadline` (a time.monotonic()
+        value): cleaning up after SIGTERM must be done before the peer's SIGKILL."""
+        self._deadline = deadline
+
     def _call(self, what: str, action: Callable[[], T], tolerate: tuple[int, ...] = ()) -> T | None:
         """`action()`, retried while the failure is transient; None for a tolerated status.
         A Retry-After that reaches past the retry window ends it at once: a retry before the
         server's time would only be turned away again."""
         deadline = time.monotonic() + self.retry_seconds
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
         delay = 0.2
         while True:
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise K8sccError(f"{what}: out of time")
+                self._http.timeout = min(REQUEST_SECONDS, left)
             try:
                 return action()
             except (ApiError, *TRANSPORT_ERRORS) as error:
@@ -112,7 +138,7 @@ class Kube:
 
     # -- objects ------------------------------------------------------------------------------
 
-    def _create(self, plural: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    def _create(self, manifest: dict[str, Any], incarnation: Incarnation) -> dict[str, Any] | None:
         """The created object, or None when another one of that name exists already.
 
         A create is retried like any request although an attempt whose answer was lost may
@@ -122,10 +148,10 @@ class Kube:
         another object of that name. Name and labels alone cannot tell: a chaincode pod's are
         the same for every launch of its package."""
         metadata = manifest["metadata"]
-        name = metadata["name"]
+        name, plural = incarnation.name, incarnation.plural
         annotations = {
             **(metadata.get("annotations") or {}),
-            names.ANNOTATION_CREATE_ID: secrets.token_hex(8),
+            names.ANNOTATION_CREATE_ID: incarnation.create_id,
         }
         sent = {**manifest, "metadata": {**metadata, "annotations": annotations}}
         attempts = 0
@@ -145,45 +171,56 @@ class Kube:
             found = self._http.request("GET", self._path(plural, name))
             return found if _carries(found, sent) else None
 
-        return self._call(
+        created = self._call(
             f"cannot create {plural[:-1]} {name} in namespace {self.namespace}", attempt
         )
+        if created is not None:
+            incarnation.uid = created["metadata"]["uid"]
+        return created
 
-    def create_pod(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        pod = self._create("pods", manifest)
-        if pod is None:
-            name = manifest["metadata"]["name"]
-            raise K8sccError(f"pod {name} exists already and was not created by this step")
-        return pod
+    def create(self, manifest: dict[str, Any], incarnation: Incarnation) -> dict[str, Any]:
+        """Creates a pod or Secret whose name only this step uses."""
+        created = self._create(manifest, incarnation)
+        if created is None:
+            raise K8sccError(
+                f"{incarnation.plural[:-1]} {incarnation.name} exists already"
+                " and was not created by this step"
+            )
+        return created
 
-    def replace_pod(self, manifest: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
-        """Creates the pod, first removing a previous incarnation of the same name."""
-        name = manifest["metadata"]["name"]
-        pod = self._create("pods", manifest)
+    def replace_pod(
+        self, manifest: dict[str, Any], incarnation: Incarnation, wait_seconds: float
+    ) -> dict[str, Any]:
+        """Creates the pod, first removing a previous incarnation of the same name: gracefully,
+        and only once the API server has deleted it, when its kubelet has stopped its
+        containers, is the name reused, so two launches of one chaincode never overlap."""
+        pod = self._create(manifest, incarnation)
         if pod is None:
-            previous = self.get_pod(name)
+            previous = self.get_pod(incarnation.name)
             if previous is not None:
                 _refuse_another_peers(previous, manifest)
-            self.delete_pod(name, grace=0)
-            if not self.wait_pod_gone(name, wait_seconds):
-                raise K8sccError(f"previous pod {name} did not go away within {wait_seconds:.0f} s")
-            pod = self.create_pod(manifest)
+                uid = previous["metadata"]["uid"]
+                self.delete_pod(incarnation.name, uid=uid)
+                if not self.wait_pod_deleted(incarnation.name, uid, wait_seconds):
+                    raise K8sccError(
+                        f"previous pod {incarnation.name} did not stop within {wait_seconds:.0f} s"
+                    )
+            pod = self.create(manifest, incarnation)
         return pod
 
-    def replace_secret(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Creates the Secret, first removing one of the same name left by an earlier launch."""
-        secret = self._create("secrets", manifest)
-        if secret is None:
-            # The Role may not read Secrets; the pod of the same name tells whose launch it is.
-            name = manifest["metadata"]["name"]
-            pod = self.get_pod(name)
-            if pod is not None:
-                _refuse_another_peers(pod, manifest)
-            self.delete_secret(name)
-            secret = self._create("secrets", manifest)
-            if secret is None:
-                raise K8sccError(f"secret {manifest['metadata']['name']} exists already")
-        return secret
+    def remove_pod(self, incarnation: Incarnation, wait_seconds: float) -> bool:
+        """Deletes the pod this incarnation stored, gracefully, and says whether it is gone from
+        the API within `wait_seconds`. Without a uid (the step was stopped while the create was
+        under way) the pod of the name is ours only if it carries our create id."""
+        uid = incarnation.uid
+        if uid is None:
+            pod = self.get_pod(incarnation.name)
+            annotations = (pod or {}).get("metadata", {}).get("annotations") or {}
+            if pod is None or annotations.get(names.ANNOTATION_CREATE_ID) != incarnation.create_id:
+                return True
+            uid = pod["metadata"]["uid"]
+        self.delete_pod(incarnation.name, uid=uid)
+        return self.wait_pod_deleted(incarnation.name, uid, wait_seconds)
 
     def set_secret_owners(self, name: str, owners: list[dict[str, Any]]) -> None:
         self._call(
@@ -203,6 +240,13 @@ class Kube:
             lambda: self._http.request("GET", self._path("pods", name)),
             tolerate=(404,),
         )
+
+    def list_pods(self, selector: str) -> list[dict[str, Any]]:
+        found = self._call(
+            f"cannot list pods {selector}",
+            lambda: self._http.request("GET", self._path("pods"), {"labelSelector": selector}),
+        )
+        return list((found or {}).get("items") or [])
 
     def _delete(self, plural: str, name: str, grace: int | None, uid: str | None) -> None:
         """DELETE; given `uid`, with a precondition so that only that incarnation of the name
@@ -225,27 +269,32 @@ class Kube:
     def delete_secret(self, name: str, uid: str | None = None) -> None:
         self._delete("secrets", name, None, uid)
 
-    def wait_pod_gone(self, name: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.get_pod(name) is None:
-                return True
-            time.sleep(0.2)
-        return False
+    def wait_pod_deleted(self, name: str, uid: str, seconds: float) -> bool:
+        """Whether pod `name` with `uid` is gone from the API within `seconds`: its DELETED
+        event, or a pod of that name with another uid."""
+        until = time.monotonic() + seconds
+        pod = self.get_pod(name)
+        if pod is None or pod["metadata"].get("uid") != uid:
+            return True
+        version = pod["metadata"]["resourceVersion"]
+        events = self.watch_pod(name, uid, version, threading.Event(), until=until)
+        return any(kind == "DELETED" for kind, _ in events)
 
     # -- watching and logs --------------------------------------------------------------------
 
     def _pod_events(
-        self, name: str, version: str, stop: threading.Event
+        self, name: str, version: str, stop: threading.Event, seconds: int
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """One watch request; an ERROR event (such as 410 Gone) is raised as its Status."""
         query = {
             "watch": "true",
             "fieldSelector": f"metadata.name={name}",
             "resourceVersion": version,
-            "timeoutSeconds": WATCH_SECONDS,
+            "timeoutSeconds": seconds,
         }
-        with self._http.stream(self._path("pods"), query, WATCH_READ_SECONDS) as response:
+        # Past its timeoutSeconds a silent watch is a dead link; a bounded wait allows 1 s.
+        read_seconds = WATCH_READ_SECONDS if seconds == WATCH_SECONDS else seconds + 1
+        with self._http.stream(self._path("pods"), query, read_seconds) as response:
             for line in response:
                 if not line.strip():
                     continue
@@ -259,16 +308,27 @@ class Kube:
                     return
 
     def watch_pod(
-        self, name: str, uid: str, resource_version: str, stop: threading.Event
+        self,
+        name: str,
+        uid: str,
+        resource_version: str,
+        stop: threading.Event,
+        until: float | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Events of pod `name` with `uid` from `resource_version` on, resumed after server
-        timeouts, dropped connections and 410 Gone (then re-read, so no state change is
-        missed). A pod of that name with another uid has replaced ours: ours is reported
-        DELETED, as when the name is gone."""
+        """Events of pod `name` with `uid` from `resource_version` on, until `stop` is set or
+        the time.monotonic() `until`, resumed after server timeouts, dropped connections and
+        410 Gone (then re-read, so no state change is missed). A pod of that name with another
+        uid has replaced ours: ours is reported DELETED, as when the name is gone."""
         gone = ("DELETED", {"metadata": {"name": name, "uid": uid}})
         version: str | None = resource_version
         delay = 0.2
         while not stop.is_set():
+            seconds = WATCH_SECONDS
+            if until is not None:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                seconds = min(seconds, math.ceil(left))
             if version is None:
                 current = self.get_pod(name)
                 if current is None or current["metadata"].get("uid") != uid:
@@ -277,7 +337,7 @@ class Kube:
                 version = current["metadata"]["resourceVersion"]
                 yield "MODIFIED", current
             try:
-                for kind, data in self._pod_events(name, version, stop):
+                for kind, data in self._pod_events(name, version, stop, seconds):
                     if data["metadata"].get("uid") != uid:
                         yield gone
                         return

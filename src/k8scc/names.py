@@ -59,9 +59,17 @@ def peer_key(peer_id: str) -> str:
 
 
 def chaincode_name(peer_id: str, package_id: str) -> str:
-    """The chaincode pod and its Secret share this name: one per peer and package."""
+    """The chaincode pod's name: one per peer and package, so a launch finds the pod of the one
+    before it; its Secret and transfer directory are the launch's own (launch_name)."""
     label = package_id.rsplit(":", 1)[0]
     return object_name("cc", label, peer_id, package_id)
+
+
+def launch_name(pod_name: str, unique: str) -> str:
+    """A launch's transfer directory and TLS Secret: a launch may overlap the end of the one
+    before it, whose pod has the same name, so these are never shared; `unique` is random per
+    launch."""
+    return f"{pod_name}-{unique}"
 
 
 def build_name(peer_id: str, label: str, unique: str) -> str:

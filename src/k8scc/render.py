@@ -19,6 +19,9 @@ from k8scc.peer import Identity, Owner
 from k8scc.platforms import INPUT_DIR, OUTPUT_DIR, Platform
 
 TLS_DIR = "/etc/hyperledger/fabric"
+# Where the builder leaves `uname -m` of its node, taken out before the output is collected.
+ARCH_FILE = ".k8scc-machine"
+ARCH_LABEL = "kubernetes.io/arch"
 SCRATCH_DIR = "/tmp"
 TRANSFER_VOLUME = "transfer"
 
@@ -97,7 +100,10 @@ def builder_pod(
     script = platform.build_script(metadata_path, config.fabric_version)
     # Builders run as a non-root uid, so the output is opened to whoever reads it back, keeping
     # the build's exit status.
-    wrapper = f'/bin/sh -c "$1"; status=$?; chmod -R a+rwX {OUTPUT_DIR} 2>/dev/null; exit $status'
+    wrapper = (
+        f'/bin/sh -c "$1"; status=$?; uname -m > {OUTPUT_DIR}/{ARCH_FILE};'
+        f" chmod -R a+rwX {OUTPUT_DIR} 2>/dev/null; exit $status"
+    )
     container: dict[str, Any] = {
         "name": "build",
         "image": settings.build_image,
@@ -128,7 +134,7 @@ def builder_pod(
     resources = _resources(config.builder_resources)
     if resources:
         container["resources"] = resources
-    spec = _pod_spec(config, settings, grace=0)
+    spec = _pod_spec(config, settings, grace=config.termination_grace)
     spec["activeDeadlineSeconds"] = max(1, int(config.build_timeout))
     spec["containers"] = [container]
     spec["volumes"] = [
@@ -179,16 +185,19 @@ def chaincode_pod(
     chaincode: ChaincodeJson,
     name: str,
     identity: Identity,
-    transfer_dir: str,
+    launch: str,
+    architecture: str = "",
 ) -> dict[str, Any]:
     """The chaincode in its runtime image, started with the platform's launch command; the build
-    output is read-only at the platform's directory, the TLS files come from the Secret `name`."""
+    output is read-only at the platform's directory from the transfer directory `launch`, the
+    TLS files come from the Secret `launch`. A build for one `architecture` runs on nodes of
+    that architecture, unless the operator's pod.nodeSelector names one itself."""
     settings = config.platforms[platform.name]
     mounts: list[dict[str, Any]] = [
         {
             "name": TRANSFER_VOLUME,
             "mountPath": platform.output_dir,
-            "subPath": f"{transfer_dir}/output",
+            "subPath": f"{launch}/output",
             "readOnly": True,
         },
         {"name": "scratch", "mountPath": SCRATCH_DIR},
@@ -202,7 +211,7 @@ def chaincode_pod(
     ]
     if chaincode.tls:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
-        volumes.append({"name": "tls", "secret": {"secretName": name, "defaultMode": 0o440}})
+        volumes.append({"name": "tls", "secret": {"secretName": launch, "defaultMode": 0o440}})
     container: dict[str, Any] = {
         "name": "chaincode",
         "image": run_image,
@@ -217,6 +226,8 @@ def chaincode_pod(
     if resources:
         container["resources"] = resources
     spec = _pod_spec(config, settings, grace=config.termination_grace)
+    if architecture and ARCH_LABEL not in config.node_selector:
+        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), ARCH_LABEL: architecture}
     spec["containers"] = [container]
     spec["volumes"] = volumes
     return {

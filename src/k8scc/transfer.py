@@ -1,24 +1,27 @@
 """Moving files between the peer and the pods k8scc creates.
 
 The peer and its pods share a transfer volume (a PersistentVolumeClaim the peer mounts at a
-configured path); each build or launch gets its own directory on it, named like its pod, and
-removes it when done. A volume-free transfer can implement the same interface.
-"""
+configured path); each build or launch gets its own directory on it, named like its pod (a
+launch adds a random part), and removes it when done. A marker in each directory names the
+peer that made it, so that what a killed step left behind is collected by its own peer only
+(collect.py)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import re
-import secrets
 import shutil
 import stat
+import time
 from pathlib import Path
 
 from k8scc.errors import K8sccError
 
 INPUT = "input"
 OUTPUT = "output"
+# Holds the peer's key; its modification time is when the directory was staged.
+MARKER = ".k8scc-peer"
 
 
 # A symlink chain longer than this does not resolve (Linux's MAXSYMLINKS).
@@ -58,17 +61,23 @@ def _stays_inside(root: str, here: list[str], link: str) -> bool:
     return True
 
 
-def _copied_mode(mode: int, least: int) -> int:
+def _copied_mode(mode: int, least: int, read_only: bool = False) -> int:
     """Permission bits for a copy: at least `least`, at most 0755 for directories and
-    executables and 0644 for other files, never setuid, setgid or sticky."""
+    executables and 0644 for other files, never setuid, setgid or sticky; `read_only` files
+    lose every write bit."""
     executable = stat.S_ISDIR(mode) or mode & 0o111
-    return (stat.S_IMODE(mode) & (0o755 if executable else 0o644)) | least
+    bits = (stat.S_IMODE(mode) & (0o755 if executable else 0o644)) | least
+    return bits & ~0o222 if read_only else bits
 
 
-def copy_tree(source: Path, destination: Path, what: str, readable: bool = False) -> None:
+def copy_tree(
+    source: Path, destination: Path, what: str, readable: bool = False, read_only: bool = False
+) -> None:
     """Copies directories, regular files and relative symlinks that stay inside `source` (what
     the peer accepts in a build output); anything else is refused by name. `readable` opens
-    the copy to the non-root users pods run as; nothing is writable but by its owner.
+    the copy to the non-root users pods run as; nothing is writable but by its owner, and
+    with `read_only` no file by anyone. Directories stay writable by their owner, so the copy
+    can be removed.
 
     A build output holds thousands of files (a Node build's node_modules), so each costs only
     what it must: one lstat from the directory scan, an open of each side, a kernel-side copy
@@ -102,7 +111,7 @@ def copy_tree(source: Path, destination: Path, what: str, readable: bool = False
                 os.chmod(target, _copied_mode(mode, dir_bits))
                 pending.append((entry.path, [*below, entry.name], target))
             elif stat.S_ISREG(mode):
-                _copy_file(entry.path, target, _copied_mode(mode, file_bits))
+                _copy_file(entry.path, target, _copied_mode(mode, file_bits, read_only))
             else:
                 inside = os.path.relpath(entry.path, source)
                 raise K8sccError(f"{what}: {inside} is not a regular file or directory")
@@ -140,10 +149,12 @@ def _space_error(error: OSError, where: Path) -> K8sccError:
 
 
 class VolumeTransfer:
-    """A transfer directory per pod on a volume mounted at `mount_path` in the peer."""
+    """A transfer directory per pod on a volume mounted at `mount_path` in the peer, marked as
+    made by the peer `peer_key`."""
 
-    def __init__(self, mount_path: Path) -> None:
+    def __init__(self, mount_path: Path, peer_key: str) -> None:
         self.mount_path = mount_path
+        self.peer_key = peer_key
 
     def _dir(self, name: str) -> Path:
         return self.mount_path / name
@@ -151,15 +162,15 @@ class VolumeTransfer:
     def _fresh(self, name: str) -> Path:
         if not self.mount_path.is_dir():
             raise K8sccError(f"transfer volume is not mounted at {self.mount_path}")
-        self.remove(name)  # a leftover of an earlier incarnation killed before cleaning up
         directory = self._dir(name)
         try:
             directory.mkdir(mode=0o755)
+            (directory / MARKER).write_text(self.peer_key)
         except OSError as error:
             raise _space_error(error, directory) from None
         return directory
 
-    def stage_build(self, name: str, source_dir: Path) -> str:
+    def stage_build(self, name: str, source_dir: Path) -> None:
         directory = self._fresh(name)
         try:
             copy_tree(source_dir, directory / INPUT, "chaincode source", readable=True)
@@ -169,7 +180,18 @@ class VolumeTransfer:
             output.chmod(0o777)
         except OSError as error:
             raise _space_error(error, directory) from None
-        return name
+
+    def take(self, name: str, file: str) -> str:
+        """The text of `file` in the build's output, removed from it; empty when missing."""
+        path = self._dir(name) / OUTPUT / file
+        try:
+            text = path.read_text(errors="replace")[:256]
+            path.unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return ""
+        except OSError as error:
+            raise _space_error(error, path) from None
+        return text
 
     def collect_build(self, name: str, destination: Path) -> None:
         try:
@@ -177,28 +199,50 @@ class VolumeTransfer:
         except OSError as error:
             raise _space_error(error, destination) from None
 
-    def stage_run(self, name: str, build_output: Path) -> str:
-        # A launch may overlap the end of an earlier one of the same name: never share a dir.
-        launch = f"{name}-{secrets.token_hex(4)}"
+    def stage_run(self, launch: str, build_output: Path) -> None:
         directory = self._fresh(launch)
         try:
-            copy_tree(build_output, directory / OUTPUT, "build output", readable=True)
-        except BaseException as error:
-            # The caller learns the directory's name only on success, so it cannot remove it.
-            self.remove(launch)
-            if isinstance(error, OSError):
-                raise _space_error(error, directory) from None
-            raise
-        return launch
+            # Read-only: what a chaincode pod runs must not change under it. (A build's input
+            # keeps its modes: Fabric's build commands copy it and write beside the copies.)
+            copy_tree(
+                build_output, directory / OUTPUT, "build output", readable=True, read_only=True
+            )
+        except OSError as error:
+            raise _space_error(error, directory) from None
 
     def sweep(self, name: str, keep: str) -> None:
+        """Removes the directories of earlier launches of pod `name`, once that pod is gone."""
         # Exactly `<name>-<8 hex>`: another chaincode's name may start with this one's.
         launch = re.compile(rf"{re.escape(name)}-[0-9a-f]{{8}}")
         for directory in self.mount_path.iterdir():
             if launch.fullmatch(directory.name) and directory.name != keep:
                 self.remove(directory.name)
 
+    def leftovers(self, older_than: float) -> list[str]:
+        """This peer's directories staged more than `older_than` seconds ago."""
+        found = []
+        now = time.time()
+        for directory in sorted(self.mount_path.iterdir()):
+            marker = directory / MARKER
+            try:
+                ours = marker.read_text() == self.peer_key
+                age = now - marker.stat().st_mtime
+            except OSError:  # not a transfer directory, or being removed
+                continue
+            if ours and age > older_than:
+                found.append(directory.name)
+        return found
+
     def remove(self, name: str) -> None:
         directory = self._dir(name)
-        if directory.exists() or directory.is_symlink():
-            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            if directory.is_symlink():
+                directory.unlink()
+            else:
+                shutil.rmtree(directory)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise K8sccError(
+                f"transfer directory {directory} not removed: {error.filename}: {error.strerror}"
+            ) from None

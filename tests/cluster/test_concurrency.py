@@ -107,7 +107,10 @@ def test_two_peers_share_a_namespace_without_touching_each_others_pods(
             left = _pods_once_settled(admin, namespace, expected=[theirs])
             assert list(left) == [theirs]
             assert left[theirs].metadata.uid == pods[theirs].metadata.uid  # type: ignore[union-attr]
-            assert [s.metadata.name for s in admin.list(Secret, namespace=namespace)] == [theirs]  # type: ignore[union-attr]
+            # The Secret of their launch, the one their pod mounts, is all that is left.
+            mounted = [v.secret.secretName for v in left[theirs].spec.volumes if v.secret]  # type: ignore[union-attr]
+            assert [s.metadata.name for s in admin.list(Secret, namespace=namespace)] == mounted  # type: ignore[union-attr]
+            assert str(mounted[0]).startswith(f"{theirs}-")
             assert [d.name for d in volume_dir.iterdir() if d.name.startswith(theirs)]
             assert second.process.poll() is None
         finally:

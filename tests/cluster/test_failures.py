@@ -4,6 +4,7 @@ nothing behind: no pods, Secrets or transfer directories, BUILD_OUTPUT_DIR empty
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod, Secret
 
+from k8scc import names
+from k8scc.transfer import MARKER, OUTPUT
 from testbed.cluster import UNAVAILABLE_IMAGES, Testbed
 from tests.cluster.test_steps import wait_clean
 from tests.support.builder import (
@@ -162,6 +165,96 @@ def test_relaunch_after_sigkill_replaces_the_stale_pod(
     assert wait_clean(admin, namespace, builder.transfer) == []
 
 
+def _marked(transfer: Path, name: str, peer_key: str, age: float) -> Path:
+    """A transfer directory as a step of peer `peer_key` staged it `age` seconds ago."""
+    directory = transfer / name
+    (directory / OUTPUT).mkdir(parents=True)
+    marker = directory / MARKER
+    marker.write_text(peer_key)
+    then = time.time() - age
+    os.utime(marker, (then, then))
+    return directory
+
+
+def test_leftovers_of_killed_steps_are_collected_by_their_own_peer_only(
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+    golang_output: Path,
+) -> None:
+    """A build killed with SIGKILL leaves its pod and directory; a chaincode upgraded and never
+    launched again leaves its launch directory. The next step of the same peer removes them
+    once they are older than timeouts.leftovers, and leaves another peer's alone."""
+    apply_rbac(testbed.control_plane, namespace)
+    timeouts = {"build": "3s", "leftovers": "4s", "stuck": "5s", "start": "60s"}
+    builder = make_builder(testbed, namespace, volume_dir, tmp_path, {"timeouts": timeouts})
+    ours = names.peer_key("peer0.org1.example.com")
+    source, metadata = package_source("node", tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    killed = builder.start("build", source, metadata, output)
+    assert killed.wait_for_line("building node chaincode", 60), killed.stderr
+    killed.stop(signal.SIGKILL)
+    [pod] = admin.list(Pod, namespace=namespace)
+    build_name = str(pod.metadata.name)  # type: ignore[union-attr]
+    assert (volume_dir / build_name).is_dir()
+    # Made after the killed build started, which would have collected them itself.
+    upgraded = _marked(volume_dir, "cc-asset-0-9-0123456789-0a1b2c3d", ours, age=60)
+    theirs = _marked(volume_dir, "cc-asset-1-0-9876543210-0a1b2c3d", "peer-other-0", age=60)
+    time.sleep(5)  # older than timeouts.leftovers
+
+    def collecting_launch(directory: Path) -> str:
+        with FakePeer(tls=True) as peer:
+            step = launch(builder, golang_output, directory, peer)
+            try:
+                assert peer.wait_registered(CHAINCODE_ID, 60), step.stderr
+            finally:
+                step.stop()
+        return step.stderr
+
+    first = collecting_launch(tmp_path / "a")
+    assert f"deleting builder pod {build_name}, left by a killed build" in first
+    assert f"removing transfer directory {upgraded.name}, left by a killed step" in first
+    assert not upgraded.exists()
+    # The builder pod still stopped while the first launch looked: its directory goes next.
+    deadline = time.monotonic() + 30
+    while any(p.metadata.name == build_name for p in admin.list(Pod, namespace=namespace)):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"builder pod {build_name} was not deleted"
+        time.sleep(0.2)
+    second = collecting_launch(tmp_path / "b")
+    assert f"removing transfer directory {build_name}" in second
+    assert [d.name for d in volume_dir.iterdir()] == [theirs.name]
+    assert wait_clean(admin, namespace, None) == []
+
+
+def test_cleanup_after_sigterm_ends_before_the_peers_sigkill_even_if_the_api_hangs(
+    testbed: Testbed,
+    builder: Builder,
+    admin: Client,
+    namespace: str,
+    tmp_path: Path,
+    golang_output: Path,
+) -> None:
+    """The peer sends SIGKILL 5 s after SIGTERM. A request to an API server that accepts the
+    connection and never answers may otherwise take 15 s, and `run` would die mid-cleanup."""
+    with FakePeer(tls=True) as peer:
+        step = launch(builder, golang_output, tmp_path / "run", peer)
+        assert peer.wait_registered(CHAINCODE_ID, 60), step.stderr
+        with testbed.control_plane.apiserver_hung():
+            stopping = time.monotonic()
+            code = step.stop(timeout=20)
+            took = time.monotonic() - stopping
+    assert took < 5.0, step.stderr
+    assert code != 0
+    # What could not be undone is said, in one error line naming the pod.
+    [error] = error_lines(step.stderr)
+    assert "cannot delete pod cc-asset-1-0-" in error, error
+    for pod in admin.list(Pod, namespace=namespace):
+        admin.delete(Pod, pod.metadata.name, namespace=namespace, grace_period=0)  # type: ignore[arg-type, union-attr]
+
+
 def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
     testbed: Testbed,
     admin: Client,
@@ -185,7 +278,11 @@ def test_pods_and_secret_are_owned_so_kubernetes_removes_them_with_the_peer_pod(
         assert chaincode.metadata is not None
         owners = [(o.kind, o.name, o.uid) for o in chaincode.metadata.ownerReferences or []]
         assert owners == [("Pod", "peer0", peer_pod["metadata"]["uid"])]
-        secret = admin.get(Secret, chaincode.metadata.name, namespace=namespace)  # type: ignore[arg-type]
+        # The launch's own Secret, the one its pod mounts.
+        [secret] = admin.list(Secret, namespace=namespace)
+        assert [v.secret.secretName for v in chaincode.spec.volumes if v.secret] == [  # type: ignore[union-attr]
+            secret.metadata.name  # type: ignore[union-attr]
+        ]
         secret_owners = {o.name for o in secret.metadata.ownerReferences or []}  # type: ignore[union-attr]
         assert secret_owners == {"peer0", chaincode.metadata.name}
         # The peer pod goes: the garbage collector removes the chaincode pod, then the Secret.

@@ -5,6 +5,7 @@ at a fake peer, stopped with SIGTERM, leaving nothing behind."""
 from __future__ import annotations
 
 import json
+import platform as host_platform
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod, Secret
 
+from k8scc.buildinfo import ARCHITECTURES
+from k8scc.render import ARCH_FILE
 from testbed.cluster import Testbed
 from tests.support.builder import Builder, apply_rbac, make_builder, package_source
 from tests.support.fakepeer import FakePeer
@@ -77,6 +80,9 @@ def test_build_release_and_run_with_tls_on_and_off(
     assert (output / "output" / BUILT_FILE[platform]).is_file()
     info = json.loads((output / "k8scc-build.json").read_text())
     assert info["platform"] == platform
+    # The builder node's architecture is recorded, and its note kept out of the output.
+    assert info["architecture"] == ARCHITECTURES[host_platform.machine()]
+    assert not (output / "output" / ARCH_FILE).exists()
     assert "build succeeded" in built.stderr
     release = tmp_path / "release"
     release.mkdir()

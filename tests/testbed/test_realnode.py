@@ -3,15 +3,20 @@ namespaces of their own on our bridge, and a stop that leaves the host as it was
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 
+from k8scc import kubeconfig
+from k8scc.kube import Incarnation, Kube
 from testbed import binaries, realnode
 from testbed.cluster import BUSYBOX_IMAGE, Testbed
 from tests.support.pods import phase_in, shell_pod, terminated, wait_for
@@ -110,6 +115,43 @@ def test_graceful_delete_waits_for_the_container_to_exit(client: Client, ns: str
         time.sleep(0.1)
     # The object stayed while the container ran its TERM handler (2 s).
     assert time.monotonic() - started >= 2
+
+
+def running_with(marker: str) -> list[int]:
+    """Host processes with `marker` in an argument: a container's, seen from outside."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_k8scc_reuses_a_pod_name_only_once_the_old_container_has_stopped(
+    bed: Testbed, client: Client, ns: str
+) -> None:
+    """A relaunch replaces the chaincode pod of the same name. Deleted gracefully, the old pod
+    stays in the API until the kubelet has stopped its container; a forced delete would remove
+    it at once and start the new launch beside a chaincode still running."""
+
+    def manifest(generation: str) -> dict[str, Any]:
+        # The marker names the container's shell on the host, where its processes are seen.
+        script = f"trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done # {generation}"
+        pod = busybox_pod("cc", script).to_dict()
+        pod["spec"]["terminationGracePeriodSeconds"] = 30
+        return dict(pod)
+
+    first = f"k8scc-first-{ns}"
+    kube = Kube(kubeconfig.from_file(bed.control_plane.admin_kubeconfig), ns)
+    kube.replace_pod(manifest(first), Incarnation("pods", "cc"), 60)
+    wait_for(client, "cc", ns, phase_in("Running"))
+    deadline = time.monotonic() + 30
+    while not running_with(first):
+        assert time.monotonic() < deadline, "the first container never ran"
+        time.sleep(0.1)
+    time.sleep(0.5)  # its TERM handler is in place: it is the script's first command
+    kube.replace_pod(manifest(f"k8scc-second-{ns}"), Incarnation("pods", "cc"), 60)
+    assert running_with(first) == []
 
 
 def test_memory_limit_gives_oomkilled(client: Client, ns: str) -> None:

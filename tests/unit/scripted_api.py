@@ -78,7 +78,12 @@ class Hangup:
     after the server acted on the request."""
 
 
-Response = Reply | Events | Stream | Hangup
+@dataclass(frozen=True)
+class Stall:
+    """Reads the request whole and never answers, until the server stops: a hung server."""
+
+
+Response = Reply | Events | Stream | Hangup | Stall
 GATE_SECONDS = 60.0
 
 
@@ -201,6 +206,10 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
             )
             response = api.next_response(request)
             if isinstance(response, Hangup):
+                self.close_connection = True
+                return
+            if isinstance(response, Stall):
+                api.closing.wait(GATE_SECONDS)
                 self.close_connection = True
                 return
             if isinstance(response, Events):

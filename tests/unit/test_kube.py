@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from k8scc.errors import K8sccError
+from k8scc.kube import Incarnation
 from k8scc.log import StepLog
 from k8scc.supervise import Supervisor
 from tests.unit.scripted_api import (
@@ -19,6 +21,7 @@ from tests.unit.scripted_api import (
     Hangup,
     Reply,
     Request,
+    Stall,
     Step,
     pods_path,
     scripted_api,
@@ -162,7 +165,7 @@ def test_a_lost_create_is_retried_and_the_pod_it_stored_adopted(tmp_path: Path) 
         Step("GET", pods_path(NAME), Reply(200, stored)),
     ]
     with scripted_api(script) as api:
-        created = api.kube(tmp_path).create_pod(manifest())
+        created = api.kube(tmp_path).create(manifest(), Incarnation("pods", NAME))
         assert created["metadata"]["uid"] == "uid-stored"
         first, second, _ = api.requests
         assert first.json() == second.json()  # the retry is the same create
@@ -180,7 +183,7 @@ def test_a_foreign_pod_met_by_a_retried_create_is_refused(tmp_path: Path) -> Non
     ]
     with scripted_api(script) as api:
         with pytest.raises(K8sccError) as raised:
-            api.kube(tmp_path).create_pod(manifest())
+            api.kube(tmp_path).create(manifest(), Incarnation("pods", NAME))
         assert str(raised.value) == f"pod {NAME} exists already and was not created by this step"
         api.finished()
 
@@ -199,6 +202,115 @@ def test_an_earlier_incarnation_met_by_a_retried_create_is_replaced(tmp_path: Pa
         Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
     ]
     with scripted_api(script) as api:
-        created = api.kube(tmp_path).replace_pod(manifest(), wait_seconds=10)
+        created = api.kube(tmp_path).replace_pod(manifest(), Incarnation("pods", NAME), 10)
         assert created["metadata"]["uid"] == "uid-stored"
         api.finished()
+
+
+# --- replacing and removing pods --------------------------------------------------------------
+
+
+def terminating(uid: str, version: str) -> dict[str, Any]:
+    body = pod(uid, version, "Running")
+    body["metadata"]["deletionTimestamp"] = "2026-12-03T10:00:00Z"
+    return body
+
+
+def test_a_previous_pod_is_deleted_gracefully_and_its_name_reused_once_it_is_deleted(
+    tmp_path: Path,
+) -> None:
+    """Until the API server deletes a gracefully deleted pod, its kubelet may still be running
+    its container: a new launch of the name must not start beside it."""
+    incarnation = Incarnation("pods", NAME)
+    script = [
+        Step("POST", pods_path(), EXISTS),
+        Step("GET", pods_path(NAME), Reply(200, pod("uid-earlier", "3", "Running"))),
+        Step("DELETE", pods_path(NAME), Reply(200, terminating("uid-earlier", "4"))),
+        Step("GET", pods_path(NAME), Reply(200, terminating("uid-earlier", "4"))),
+        Step(
+            "GET",
+            pods_path(),
+            Events(
+                [
+                    {"type": "MODIFIED", "object": terminating("uid-earlier", "5")},
+                    {"type": "DELETED", "object": terminating("uid-earlier", "6")},
+                ]
+            ),
+        ),
+        Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
+    ]
+    with scripted_api(script) as api:
+        created = api.kube(tmp_path).replace_pod(manifest(), incarnation, 10)
+        api.finished()
+    assert created["metadata"]["uid"] == incarnation.uid == "uid-stored"
+    delete, watch = api.requests[2], api.requests[4]
+    assert delete.json() == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": "uid-earlier"},
+    }
+    assert watch.query["watch"] == "true"
+    assert watch.query["resourceVersion"] == "4"
+    assert int(watch.query["timeoutSeconds"]) <= 10
+    # The create id is the incarnation's, sent with both creates.
+    for create in (api.requests[0], api.requests[5]):
+        annotations = create.json()["metadata"]["annotations"]
+        assert annotations["k8scc.hyperledger.org/create-id"] == incarnation.create_id
+
+
+def test_a_previous_pod_that_does_not_stop_fails_the_launch_before_any_create(
+    tmp_path: Path,
+) -> None:
+    script = [
+        Step("POST", pods_path(), EXISTS),
+        Step("GET", pods_path(NAME), Reply(200, pod("uid-earlier", "3", "Running"))),
+        Step("DELETE", pods_path(NAME), Reply(200, terminating("uid-earlier", "4"))),
+        Step("GET", pods_path(NAME), Reply(200, terminating("uid-earlier", "4"))),
+        Step("GET", pods_path(), Events([], hold=True)),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        with pytest.raises(K8sccError) as raised:
+            kube.replace_pod(manifest(), Incarnation("pods", NAME), 1)
+        assert str(raised.value) == f"previous pod {NAME} did not stop within 1 s"
+        api.closing.set()
+        api.finished()
+    assert [request.method for request in api.requests].count("POST") == 1
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_a_pod_whose_create_answer_never_came_is_removed_only_if_it_has_our_create_id(
+    tmp_path: Path, ours: bool
+) -> None:
+    """A step stopped while its create is under way knows no uid: the pod of its name is its
+    own exactly when it carries the create id the step sent."""
+    incarnation = Incarnation("pods", NAME)
+    found = pod("uid-found", "8", "Running")
+    create_id = incarnation.create_id if ours else "another-launch"
+    found["metadata"]["annotations"] = {"k8scc.hyperledger.org/create-id": create_id}
+    script = [Step("GET", pods_path(NAME), Reply(200, found))]
+    if ours:
+        script += [
+            Step("DELETE", pods_path(NAME), Reply(200, terminating("uid-found", "9"))),
+            Step("GET", pods_path(NAME), Reply(404, status(404, "NotFound", "gone"))),
+        ]
+    with scripted_api(script) as api:
+        assert api.kube(tmp_path).remove_pod(incarnation, 5) is True
+        api.finished()
+    if ours:
+        assert api.requests[1].json()["preconditions"] == {"uid": "uid-found"}
+
+
+def test_after_finish_by_a_hung_request_ends_by_the_deadline(tmp_path: Path) -> None:
+    """Cleaning up after SIGTERM: the peer sends SIGKILL 5 s later, so no request may take the
+    15 s a request otherwise may."""
+    with scripted_api([Step("DELETE", pods_path(NAME), Stall())]) as api:
+        kube = api.kube(tmp_path)
+        began = time.monotonic()
+        kube.finish_by(began + 1.0)
+        with pytest.raises(K8sccError, match=f"^cannot delete pod {NAME}: "):
+            kube.delete_pod(NAME, uid="uid-ours")
+        took = time.monotonic() - began
+        api.closing.set()
+        api.finished()
+    assert took < 3.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import platform as host_platform
 import subprocess
 import textwrap
 from collections.abc import Callable
@@ -265,7 +266,8 @@ def test_builder_runs_the_platform_build_script(plain: Config, name: str) -> Non
     assert box.get("workingDir") == platform.build_workdir
     assert box["securityContext"]["readOnlyRootFilesystem"] is False
     assert pod["spec"]["activeDeadlineSeconds"] == 280
-    assert pod["spec"]["terminationGracePeriodSeconds"] == 0
+    # Deleted with a grace period, so the build stops before its directory is removed.
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 2
 
 
 @pytest.mark.parametrize("status", [0, 1, 7])
@@ -281,8 +283,41 @@ def test_builder_wrapper_keeps_the_exit_status_and_opens_the_output(
         [command[0], command[1], wrapper, command[3], script], timeout=30, check=False
     )
     assert result.returncode == status
+    # The node's architecture, for `build` to record and `run` to pin the chaincode to.
+    assert (output / render.ARCH_FILE).read_text() == host_platform.machine() + "\n"
     assert (output / "sub" / "file").stat().st_mode & 0o666 == 0o666
     assert (output / "sub").stat().st_mode & 0o777 == 0o777
+
+
+@pytest.mark.parametrize("name", PLATFORM_NAMES)
+def test_a_chaincode_runs_on_the_architecture_it_was_built_for(
+    plain: Config, full: Config, name: str
+) -> None:
+    """In a mixed cluster a Go binary or a native Node addon built on arm64 must not be
+    launched on amd64; an operator's own kubernetes.io/arch choice stands."""
+
+    def selector(config: Config, architecture: str) -> dict[str, str]:
+        pod = render.chaincode_pod(
+            config,
+            PLATFORMS[name],
+            config.platforms[name].run_image,
+            launch(None),
+            "cc-x",
+            Identity("peer0.org1"),
+            TRANSFER_DIR,
+            architecture,
+        )
+        return dict(pod["spec"].get("nodeSelector") or {})
+
+    assert selector(plain, "arm64") == {"kubernetes.io/arch": "arm64"}
+    assert selector(plain, "") == {}  # built before k8scc recorded it
+    assert selector(full, "arm64") == {
+        "kubernetes.io/os": "linux",
+        "pool": "fabric",
+        "kubernetes.io/arch": "arm64",
+    }
+    chosen = configuration.parse("pod:\n  nodeSelector: {kubernetes.io/arch: amd64}\n")
+    assert selector(chosen, "arm64") == {"kubernetes.io/arch": "amd64"}
 
 
 def test_builder_env(plain: Config, full: Config) -> None:
@@ -337,7 +372,8 @@ def test_chaincode_pod_layout(plain: Config, tls: PeerTls, name: str) -> None:
         "claimName": "k8scc-transfer",
         "readOnly": True,
     }
-    assert volumes["tls"]["secret"]["secretName"] == pod["metadata"]["name"]
+    # The launch's own Secret: a launch may overlap the end of the previous pod of the name.
+    assert volumes["tls"]["secret"]["secretName"] == TRANSFER_DIR
     assert pod["spec"]["terminationGracePeriodSeconds"] == 2
     assert "activeDeadlineSeconds" not in pod["spec"]
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from k8scc.errors import K8sccError
-from k8scc.transfer import INPUT, OUTPUT, VolumeTransfer, copy_tree
+from k8scc.transfer import INPUT, MARKER, OUTPUT, VolumeTransfer, copy_tree
+
+PEER = "peer-org1-0123456789"
 
 pytestmark = pytest.mark.unit
 
@@ -72,8 +76,8 @@ def test_readable_opens_the_copy_to_other_users(source: Path, tmp_path: Path) ->
     (source / "sub").chmod(0o700)
     destination = tmp_path / "copy"
     copy_tree(source, destination, "chaincode source", readable=True)
-    assert stat.S_IMODE((destination / "file.txt").stat().st_mode) & 0o644 == 0o644
-    assert stat.S_IMODE((destination / "sub").stat().st_mode) & 0o755 == 0o755
+    assert stat.S_IMODE((destination / "file.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((destination / "sub").stat().st_mode) == 0o755
     assert stat.S_IMODE((destination / "tool").stat().st_mode) & 0o750 == 0o750
 
 
@@ -163,27 +167,28 @@ def test_refuses_absolute_symlinks(source: Path, tmp_path: Path, inside: bool) -
 
 @pytest.mark.parametrize("readable", [False, True])
 @pytest.mark.parametrize(
-    ("name", "mode", "copied", "copied_readable"),
+    ("name", "mode", "copied", "copied_read_only"),
     [
-        ("setuid", 0o4755, 0o755, 0o755),
-        ("setgid", 0o2755, 0o755, 0o755),
-        ("all", 0o777, 0o755, 0o755),
-        ("shared", 0o666, 0o644, 0o644),
-        ("owner-exec", 0o700, 0o700, 0o744),
-        ("private", 0o600, 0o600, 0o644),
+        ("setuid", 0o4755, 0o755, 0o555),
+        ("setgid", 0o2755, 0o755, 0o555),
+        ("all", 0o777, 0o755, 0o555),
+        ("shared", 0o666, 0o644, 0o444),
+        ("owner-exec", 0o700, 0o700, 0o544),
+        ("private", 0o600, 0o600, 0o444),
     ],
 )
 def test_file_modes_lose_special_bits_and_group_or_other_write(
-    tmp_path: Path, readable: bool, name: str, mode: int, copied: int, copied_readable: int
+    tmp_path: Path, readable: bool, name: str, mode: int, copied: int, copied_read_only: int
 ) -> None:
     source = tmp_path / "source"
     source.mkdir()
     (source / name).write_text("x")
     (source / name).chmod(mode)
     assert stat.S_IMODE((source / name).stat().st_mode) == mode
-    copy_tree(source, tmp_path / "copy", "build output", readable=readable)
+    copy_tree(source, tmp_path / "copy", "build output", readable=readable, read_only=readable)
+    # What chaincode pods run is staged read-only: not even its owner, the peer, changes it.
     assert stat.S_IMODE((tmp_path / "copy" / name).stat().st_mode) == (
-        copied_readable if readable else copied
+        copied_read_only if readable else copied
     )
 
 
@@ -227,8 +232,8 @@ def test_refuses_a_socket(source: Path, tmp_path: Path, unix_socket: Path) -> No
 def test_volume_transfer_round_trip(source: Path, tmp_path: Path) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
-    transfer = VolumeTransfer(volume)
-    assert transfer.stage_build("ccbuild-x", source) == "ccbuild-x"
+    transfer = VolumeTransfer(volume, PEER)
+    transfer.stage_build("ccbuild-x", source)
     staged = volume / "ccbuild-x"
     assert (staged / INPUT / "sub" / "deeper" / "leaf").read_text() == "leaf"
     assert stat.S_IMODE((staged / OUTPUT).stat().st_mode) == 0o777
@@ -240,38 +245,80 @@ def test_volume_transfer_round_trip(source: Path, tmp_path: Path) -> None:
     assert not staged.exists()
     transfer.remove("ccbuild-x")  # missing is fine
 
-    launch = transfer.stage_run("cc-x", collected)
-    assert launch.startswith("cc-x-")
-    assert (volume / launch / OUTPUT / "chaincode").read_text() == "binary"
+    transfer.stage_run("cc-x-0a1b2c3d", collected)
+    staged = volume / "cc-x-0a1b2c3d" / OUTPUT / "chaincode"
+    assert staged.read_text() == "binary"
+    assert stat.S_IMODE(staged.stat().st_mode) & 0o222 == 0  # read-only, for everyone
+    transfer.remove("cc-x-0a1b2c3d")
+    assert not staged.exists()
 
 
-def test_each_launch_stages_its_own_directory_and_sweeps_leftovers(
+def test_a_launch_sweeps_only_the_earlier_launches_of_its_own_name(
     source: Path, tmp_path: Path
 ) -> None:
     volume = tmp_path / "volume"
     (volume / "cc-x-dead0001" / OUTPUT).mkdir(parents=True)
     (volume / "cc-xy-other").mkdir()
     (volume / "cc-x-0123456789-abcdef01").mkdir()  # a launch of another chaincode
-    transfer = VolumeTransfer(volume)
-    first = transfer.stage_run("cc-x", source)
-    second = transfer.stage_run("cc-x", source)
-    assert first != second
-    assert (volume / second / OUTPUT / "file.txt").read_text() == "top"
-    transfer.sweep("cc-x", keep=second)
+    transfer = VolumeTransfer(volume, PEER)
+    transfer.stage_run("cc-x-0a1b2c3d", source)
+    assert (volume / "cc-x-0a1b2c3d" / OUTPUT / "file.txt").read_text() == "top"
+    transfer.sweep("cc-x", keep="cc-x-0a1b2c3d")
     assert sorted(p.name for p in volume.iterdir()) == sorted(
-        [second, "cc-xy-other", "cc-x-0123456789-abcdef01"]
+        ["cc-x-0a1b2c3d", "cc-xy-other", "cc-x-0123456789-abcdef01"]
+    )
+
+
+def test_leftovers_are_this_peers_directories_older_than_the_age(
+    source: Path, tmp_path: Path
+) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    ours, theirs = VolumeTransfer(volume, PEER), VolumeTransfer(volume, "peer-other-0123456789")
+    ours.stage_run("cc-old-00000001", source)
+    ours.stage_build("ccbuild-old", source)
+    theirs.stage_run("cc-theirs-00000002", source)
+    (volume / "unmarked").mkdir()
+    hour_ago = time.time() - 3600
+    for directory in volume.iterdir():
+        marker = directory / MARKER
+        if marker.exists():
+            os.utime(marker, (hour_ago, hour_ago))
+    ours.stage_run("cc-new-00000003", source)
+    assert ours.leftovers(older_than=600) == ["cc-old-00000001", "ccbuild-old"]
+    assert theirs.leftovers(older_than=600) == ["cc-theirs-00000002"]
+    assert ours.leftovers(older_than=7200) == []
+
+
+def test_a_directory_that_cannot_be_removed_is_reported(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    transfer = VolumeTransfer(volume, PEER)
+    transfer.stage_run("cc-x-0a1b2c3d", source)
+
+    def refused(path: Path) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(K8sccError) as raised:
+        transfer.remove("cc-x-0a1b2c3d")
+    assert str(raised.value) == (
+        f"transfer directory {volume}/cc-x-0a1b2c3d not removed:"
+        f" {volume}/cc-x-0a1b2c3d: Permission denied"
     )
 
 
 def test_volume_transfer_needs_the_volume(source: Path, tmp_path: Path) -> None:
     with pytest.raises(K8sccError, match="transfer volume is not mounted at"):
-        VolumeTransfer(tmp_path / "absent").stage_build("ccbuild-x", source)
+        VolumeTransfer(tmp_path / "absent", PEER).stage_build("ccbuild-x", source)
 
 
 def test_volume_transfer_refuses_bad_build_output(tmp_path: Path) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
-    transfer = VolumeTransfer(volume)
+    transfer = VolumeTransfer(volume, PEER)
     empty = tmp_path / "src"
     empty.mkdir()
     transfer.stage_build("ccbuild-x", empty)
@@ -280,7 +327,7 @@ def test_volume_transfer_refuses_bad_build_output(tmp_path: Path) -> None:
         transfer.collect_build("ccbuild-x", tmp_path / "collected")
 
 
-def test_a_failed_launch_staging_leaves_nothing(tmp_path: Path) -> None:
+def test_a_failed_launch_staging_says_why(tmp_path: Path) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
     output = tmp_path / "bld"
@@ -288,11 +335,10 @@ def test_a_failed_launch_staging_leaves_nothing(tmp_path: Path) -> None:
     (output / "chaincode").write_text("binary")
     os.mkfifo(output / "pipe")
     with pytest.raises(K8sccError, match="build output: pipe is not a regular file"):
-        VolumeTransfer(volume).stage_run("cc-x", output)
-    assert list(volume.iterdir()) == []
+        VolumeTransfer(volume, PEER).stage_run("cc-x-0a1b2c3d", output)
 
 
-def test_a_full_volume_while_staging_a_launch_leaves_nothing(
+def test_a_full_volume_while_staging_a_launch_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     volume = tmp_path / "volume"
@@ -306,5 +352,4 @@ def test_a_full_volume_while_staging_a_launch_leaves_nothing(
 
     monkeypatch.setattr(os, "sendfile", full)
     with pytest.raises(K8sccError, match="the transfer volume is full"):
-        VolumeTransfer(volume).stage_run("cc-x", output)
-    assert list(volume.iterdir()) == []
+        VolumeTransfer(volume, PEER).stage_run("cc-x-0a1b2c3d", output)

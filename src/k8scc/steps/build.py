@@ -4,16 +4,18 @@ the output back. BUILD_OUTPUT_DIR ends up holding `output/` (what the pod built)
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 from k8scc import __version__, configfile, identity, names, render
 from k8scc import config as configuration
-from k8scc.buildinfo import BuildInfo
+from k8scc.buildinfo import ARCHITECTURES, BuildInfo
+from k8scc.cleanup import CLEANUP_SECONDS, Cleanup
+from k8scc.collect import collect
 from k8scc.errors import K8sccError
-from k8scc.kube import Kube
+from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
@@ -41,28 +43,39 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
+    transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
+    collect(kube, transfer, who.peer_id, config.leftover_age, log)
     # Builds need no stable name (nothing looks for an old one); a random part keeps two
     # installs of one package, even from peers sharing an id, apart.
     name = names.build_name(who.peer_id, metadata.label, secrets.token_hex(8))
-    transfer = VolumeTransfer(config.transfer_mount_path)
     supervisor = Supervisor(kube, log, name, "build", config.start_timeout, config.stuck_timeout)
+    pod = Incarnation("pods", name)
+    cleanup = Cleanup()
 
-    def clean_up() -> None:
-        supervisor.close()
-        kube.delete_pod(name, grace=0)
-        transfer.remove(name)
+    def remove_pod_then_directory(deadline: float) -> None:
+        # The build may write to its directory until its container has stopped.
+        if kube.remove_pod(pod, deadline - time.monotonic()):
+            transfer.remove(name)
+        else:
+            log.info(f"transfer directory {name} left for a later collection: the pod still runs")
 
+    cleanup.add(f"delete pod {name} and its transfer directory", remove_pod_then_directory)
+    cleanup.add("stop following the pod", lambda deadline: supervisor.close())
     try:
-        subpath = transfer.stage_build(name, source)
+        transfer.stage_build(name, source)
         manifest = render.builder_pod(
-            config, platform, metadata.path, metadata.label, name, who, subpath
+            config, platform, metadata.path, metadata.label, name, who, name
         )
-        pod = kube.create_pod(manifest)
+        created = kube.create(manifest, pod)
         log.pod = name
         log.info(f"building {platform.name} chaincode in image {settings.build_image}")
-        outcome = supervisor.wait(pod)
+        outcome = supervisor.wait(created)
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")
+        machine = transfer.take(name, render.ARCH_FILE).strip()
+        architecture = ARCHITECTURES.get(machine, "")
+        if not architecture:
+            log.info(f"builder node architecture {machine!r} unknown: the chaincode is not pinned")
         transfer.collect_build(name, output / OUTPUT)
         if (source / "META-INF").is_dir():
             copy_tree(source / "META-INF", output / "META-INF", "META-INF")
@@ -72,13 +85,18 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             run_image=settings.run_image,
             label=metadata.label,
             k8scc_version=__version__,
+            architecture=architecture,
         ).write(output)
-        # Cleaning up is part of succeeding: a pod that cannot be deleted fails the build.
-        clean_up()
-    except BaseException:
+    except BaseException as error:
         _empty(output)
-        with contextlib.suppress(K8sccError):
-            clean_up()
+        kube.finish_by(time.monotonic() + CLEANUP_SECONDS)
+        cleanup.close(CLEANUP_SECONDS, log, failing=isinstance(error, K8sccError))
+        raise
+    try:
+        # Cleaning up is part of succeeding: a pod that cannot be deleted fails the build.
+        cleanup.close(config.termination_grace + CLEANUP_SECONDS, log, failing=False)
+    except K8sccError:
+        _empty(output)
         raise
     log.info("build succeeded")
     return 0

@@ -4,18 +4,24 @@ succeeds, non-zero when it fails or disappears. On SIGTERM the pod and Secret ar
 
 from __future__ import annotations
 
+import secrets
+import sys
+import time
 from pathlib import Path
 
 from k8scc import buildinfo, configfile, identity, names, render
 from k8scc import config as configuration
+from k8scc.cleanup import CLEANUP_SECONDS, Cleanup
+from k8scc.collect import collect
 from k8scc.errors import K8sccError
-from k8scc.kube import Kube
+from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
 from k8scc.platforms import require_platform
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, VolumeTransfer
 
+# How long the pod of an earlier launch may take to stop, beyond its grace period.
 REPLACE_SECONDS = 30.0
 
 
@@ -29,50 +35,53 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     platform = require_platform(info.platform, config.platforms, config.path)
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
+    transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
+    collect(kube, transfer, who.peer_id, config.leftover_age, log)
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
     log.pod = name
-    transfer = VolumeTransfer(config.transfer_mount_path)
+    launch = names.launch_name(name, secrets.token_hex(4))
     supervisor = Supervisor(
         kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
     )
-    subpath: str | None = None
-    pod_uid: str | None = None
-    secret_uid: str | None = None
+    # Only what this launch created, by uid or create id: a newer launch may own the name.
+    pod = Incarnation("pods", name)
+    secret = Incarnation("secrets", launch)
+    cleanup = Cleanup()
+
+    def remove_pod_then_directory(deadline: float) -> None:
+        if kube.remove_pod(pod, deadline - time.monotonic()):
+            transfer.remove(launch)
+        else:
+            log.info(f"transfer directory {launch} left for a later collection: the pod still runs")
+
+    # Undone newest first: the Secret (one quick request) before the pod, whose graceful stop
+    # may take the rest of the time.
+    cleanup.add(f"delete pod {name} and its transfer directory", remove_pod_then_directory)
+    if chaincode.tls:
+        cleanup.add(f"delete secret {launch}", lambda _: kube.delete_secret(launch, secret.uid))
+    cleanup.add("stop following the pod", lambda _: supervisor.close())
     try:
-        subpath = transfer.stage_run(name, build_output / OUTPUT)
+        transfer.stage_run(launch, build_output / OUTPUT)
         if chaincode.tls:
-            secret = render.tls_secret(chaincode, name, who, config)
-            secret_uid = kube.replace_secret(secret)["metadata"]["uid"]
+            kube.create(render.tls_secret(chaincode, launch, who, config), secret)
         manifest = render.chaincode_pod(
-            config, platform, info.run_image, chaincode, name, who, subpath
+            config, platform, info.run_image, chaincode, name, who, launch, info.architecture
         )
-        pod = kube.replace_pod(manifest, wait_seconds=REPLACE_SECONDS)
-        pod_uid = pod["metadata"]["uid"]
+        created = kube.replace_pod(manifest, pod, REPLACE_SECONDS + config.termination_grace)
         # Directories of earlier launches killed before cleaning up; their pods are gone now.
-        transfer.sweep(name, keep=subpath)
+        transfer.sweep(name, keep=launch)
         if chaincode.tls:
             # The Secret goes with the pod if `run` cannot delete it itself.
-            pod_ref = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": name,
-                "uid": pod["metadata"]["uid"],
-            }
+            pod_ref = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.uid}
             owners = [pod_ref] + ([who.owner.reference()] if who.owner else [])
-            kube.set_secret_owners(name, owners)
+            kube.set_secret_owners(launch, owners)
         log.info(f"chaincode pod started in image {info.run_image}")
-        outcome = supervisor.wait(pod)
+        outcome = supervisor.wait(created)
         if outcome.succeeded:
             log.info("chaincode exited")
             return 0
         raise K8sccError(f"chaincode pod {name} failed: {failure(outcome.pod, 'chaincode')}")
     finally:
-        supervisor.close()
-        kube.retry_seconds = 2.0
-        # Only what this launch created (by uid): a newer launch may own the names by now.
-        if pod_uid is not None:
-            kube.delete_pod(name, grace=config.termination_grace, uid=pod_uid)
-        if secret_uid is not None:
-            kube.delete_secret(name, uid=secret_uid)
-        if subpath is not None:
-            transfer.remove(subpath)
+        kube.finish_by(time.monotonic() + CLEANUP_SECONDS)
+        failing = isinstance(sys.exc_info()[1], K8sccError)
+        cleanup.close(CLEANUP_SECONDS, log, failing)

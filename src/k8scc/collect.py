@@ -1,0 +1,60 @@
+"""Collecting what killed steps of this peer left behind, at the start of each build and
+launch: builder pods older than timeouts.leftovers (a live build's pod is never that old), and
+this peer's transfer directories that old which no pod of the peer mounts (a chaincode that was
+upgraded and never launched again, a build killed with SIGKILL). Objects of other peers are
+never touched: pods are listed by this peer's label, directories carry its key."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from k8scc import names, render
+from k8scc.errors import K8sccError
+from k8scc.kube import Kube
+from k8scc.log import StepLog
+from k8scc.transfer import VolumeTransfer
+
+
+def _age(pod: dict[str, Any], now: float) -> float:
+    created = pod["metadata"].get("creationTimestamp") or ""
+    try:
+        return now - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _mounted(pod: dict[str, Any]) -> set[str]:
+    """The transfer directories the pod's containers mount."""
+    directories = set()
+    for container in pod.get("spec", {}).get("containers") or []:
+        for mount in container.get("volumeMounts") or []:
+            if mount.get("name") == render.TRANSFER_VOLUME and mount.get("subPath"):
+                directories.add(str(mount["subPath"]).split("/", 1)[0])
+    return directories
+
+
+def collect(
+    kube: Kube, transfer: VolumeTransfer, peer_id: str, older_than: float, log: StepLog
+) -> None:
+    """Best effort: a failure is one line in the peer's log, and the step goes on."""
+    try:
+        pods = kube.list_pods(f"{names.LABEL_PEER}={names.peer_key(peer_id)}")
+        now = time.time()
+        in_use: set[str] = set()
+        for pod in pods:
+            in_use |= _mounted(pod)
+            labels = pod["metadata"].get("labels") or {}
+            age = _age(pod, now)
+            if labels.get(names.LABEL_STEP) == "build" and age > older_than:
+                name = pod["metadata"]["name"]
+                log.info(f"deleting builder pod {name}, left by a killed build {age:.0f} s ago")
+                # Its directory goes at a later collection, once the pod has stopped.
+                kube.delete_pod(name, uid=pod["metadata"]["uid"])
+        for directory in transfer.leftovers(older_than):
+            if directory not in in_use:
+                log.info(f"removing transfer directory {directory}, left by a killed step")
+                transfer.remove(directory)
+    except (K8sccError, OSError) as error:
+        log.info(f"warning: leftovers of killed steps not collected: {error}")
