@@ -24,6 +24,8 @@ IMAGES_DIR = Path(__file__).resolve().parent / "images"
 UNAVAILABLE_IMAGES = frozenset({"registry.invalid/k8scc/missing:1.0"})
 # A shell and core utilities, for tests that need a container of their own on the real node.
 BUSYBOX_IMAGE = "localhost/k8scc/busybox:1.0"
+# Busybox whose ENTRYPOINT must run before the container's command, as in fabric-javaenv.
+ENTRYPOINT_IMAGE = "localhost/k8scc/entrypoint:1.0"
 NODE_KINDS = ("agent", "kubelet")
 
 
@@ -59,7 +61,7 @@ class Testbed:
         real = self.node == "kubelet"
         self.control_plane = ControlPlane(self.workdir / "control-plane", real_node=real)
         if real:
-            images = (oci.busybox_image(BUSYBOX_IMAGE),)
+            images = (oci.busybox_image(BUSYBOX_IMAGE), oci.entrypoint_image(ENTRYPOINT_IMAGE))
             self.real_node = RealNode(self.workdir / "node", self.control_plane, images)
 
     def start(self) -> None:

@@ -404,12 +404,13 @@ class PodWorker:
                 f'(pod: "{self.name}_{self.namespace}({self.uid})", container: {container["name"]})'
             )
         image = container.get("image", "")
-        if not container.get("command"):
+        # The host userland that stands in for images has no ENTRYPOINT: the command, if any,
+        # then the arguments, are the whole argv, as a runtime runs an image without one.
+        words = (container.get("command") or []) + (container.get("args") or [])
+        if not words:
             raise PodConfigError(f"container {container['name']}: the test bed needs a command")
         env = self._env(container)
-        argv = [
-            podspec.expand(a, env) for a in container["command"] + (container.get("args") or [])
-        ]
+        argv = [podspec.expand(a, env) for a in words]
         mounts = []
         for mount in container.get("volumeMounts") or []:
             root = volumes[mount["name"]]

@@ -154,6 +154,20 @@ def _populate(image: Image, rootfs: Path) -> None:
         link.symlink_to(link_target)
 
 
+def entrypoint_image(name: str) -> Image:
+    """Busybox with an ENTRYPOINT that must run before the container's command, as
+    eclipse-temurin's (under fabric-javaenv) does."""
+    script = Path(__file__).resolve().parent / "entrypoint" / "ca-entrypoint.sh"
+    busybox = busybox_image(name)
+    return Image(
+        name=name,
+        files={**busybox.files, "/ca-entrypoint.sh": File(script)},
+        symlinks=busybox.symlinks,
+        directories=busybox.directories,
+        entrypoint=("/ca-entrypoint.sh",),
+    )
+
+
 def busybox_image(name: str) -> Image:
     """A small image with a shell and core utilities: Debian's static busybox and its applets."""
     busybox = Path("/bin/busybox")

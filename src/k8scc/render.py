@@ -108,7 +108,9 @@ def builder_pod(
         "name": "build",
         "image": settings.build_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["/bin/sh", "-c", wrapper, "k8scc-build", script],
+        # Only arguments, as Fabric sets only the container's Cmd: the image's ENTRYPOINT still
+        # runs first (eclipse-temurin's installs operators' CA certificates when asked).
+        "args": ["/bin/sh", "-c", wrapper, "k8scc-build", script],
         "env": _env(
             {
                 "HOME": SCRATCH_DIR,
@@ -216,7 +218,7 @@ def chaincode_pod(
         "name": "chaincode",
         "image": run_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": platform.launch(chaincode.peer_address),
+        "args": platform.launch(chaincode.peer_address),
         "workingDir": platform.output_dir,
         "env": _env(chaincode_env(config, chaincode)),
         "securityContext": _container_security(read_only_root=True),

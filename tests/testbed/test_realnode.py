@@ -15,10 +15,12 @@ import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 
-from k8scc import kubeconfig
+from k8scc import config, kubeconfig, render
 from k8scc.kube import Incarnation, Kube
+from k8scc.peer import Identity
+from k8scc.platforms import PLATFORMS
 from testbed import binaries, realnode
-from testbed.cluster import BUSYBOX_IMAGE, Testbed
+from testbed.cluster import BUSYBOX_IMAGE, ENTRYPOINT_IMAGE, Testbed
 from tests.support.pods import phase_in, shell_pod, terminated, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -152,6 +154,29 @@ def test_k8scc_reuses_a_pod_name_only_once_the_old_container_has_stopped(
     time.sleep(0.5)  # its TERM handler is in place: it is the script's first command
     kube.replace_pod(manifest(f"k8scc-second-{ns}"), Incarnation("pods", "cc"), 60)
     assert running_with(first) == []
+
+
+def test_k8scc_pods_keep_their_images_entrypoint(bed: Testbed, client: Client, ns: str) -> None:
+    """Fabric sets only a container's Cmd, so an image's ENTRYPOINT runs first; so must it in
+    the pods k8scc renders (the transfer volume aside, which this namespace has not)."""
+    settings = config.parse(
+        f"platforms:\n  golang:\n    buildImage: {ENTRYPOINT_IMAGE}\n"
+        "buildEnv:\n  USE_SYSTEM_CA_CERTS: '1'\npod:\n  imagePullPolicy: Never\n"
+    )
+    pod = render.builder_pod(
+        settings, PLATFORMS["golang"], "example.com/cc", "cc_1.0", "ccbuild", Identity("peer0"), "x"
+    )
+    pod["spec"]["volumes"][0] = {"name": render.TRANSFER_VOLUME, "emptyDir": {}}
+    for mount in pod["spec"]["containers"][0]["volumeMounts"]:
+        mount.pop("subPath", None)
+    Kube(kubeconfig.from_file(bed.control_plane.admin_kubeconfig), ns).create(
+        pod, Incarnation("pods", "ccbuild")
+    )
+    wait_for(client, "ccbuild", ns, phase_in("Succeeded", "Failed"))
+    output = "".join(client.log("ccbuild", namespace=ns, container="build"))
+    # The entrypoint ran, then the build script it was handed (which finds no Go here).
+    assert output.splitlines()[0] == "entrypoint: CA certificates installed before /bin/sh"
+    assert "go: not found" in output
 
 
 def test_memory_limit_gives_oomkilled(client: Client, ns: str) -> None:

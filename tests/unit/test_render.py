@@ -258,7 +258,8 @@ def test_builder_runs_the_platform_build_script(plain: Config, name: str) -> Non
     assert box["name"] == "build"
     assert box["image"] == plain.platforms[name].build_image
     assert box["imagePullPolicy"] == "IfNotPresent"
-    command = box["command"]
+    assert "command" not in box  # the image's ENTRYPOINT runs, as under Fabric's builder
+    command = box["args"]
     assert command[:2] == ["/bin/sh", "-c"]
     assert command[3] == "k8scc-build"
     assert command[4] == platform.build_script("example.com/cc", plain.fabric_version)
@@ -274,7 +275,7 @@ def test_builder_runs_the_platform_build_script(plain: Config, name: str) -> Non
 def test_builder_wrapper_keeps_the_exit_status_and_opens_the_output(
     plain: Config, tmp_path: Path, status: int
 ) -> None:
-    command = container(builder(plain, "golang"))["command"]
+    command = container(builder(plain, "golang"))["args"]
     output = tmp_path / "output"
     output.mkdir()
     wrapper = command[2].replace("/chaincode/output", str(output))
@@ -350,7 +351,8 @@ def test_chaincode_pod_layout(plain: Config, tls: PeerTls, name: str) -> None:
     box = container(pod)
     assert box["name"] == "chaincode"
     assert box["image"] == plain.platforms[name].run_image
-    assert box["command"] == platform.launch(ADDRESS)
+    assert "command" not in box
+    assert box["args"] == platform.launch(ADDRESS)
     assert box["workingDir"] == platform.output_dir
     assert box["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = mounts_of(pod)
