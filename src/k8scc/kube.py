@@ -54,6 +54,7 @@ class Incarnation:
     plural: str
     name: str
     create_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    sent: bool = False  # a create request went out: the object may exist
     uid: str | None = None
 
 
@@ -159,6 +160,7 @@ class Kube:
         def attempt() -> dict[str, Any] | None:
             nonlocal attempts
             attempts += 1
+            incarnation.sent = True
             try:
                 return self._http.request(
                     "POST", self._path(plural), {"fieldManager": FIELD_MANAGER}, sent
@@ -213,6 +215,8 @@ class Kube:
         the API within `wait_seconds`. Without a uid (the step was stopped while the create was
         under way) the pod of the name is ours only if it carries our create id."""
         uid = incarnation.uid
+        if uid is None and not incarnation.sent:
+            return True
         if uid is None:
             pod = self.get_pod(incarnation.name)
             annotations = (pod or {}).get("metadata", {}).get("annotations") or {}
@@ -268,6 +272,12 @@ class Kube:
 
     def delete_secret(self, name: str, uid: str | None = None) -> None:
         self._delete("secrets", name, None, uid)
+
+    def remove_secret(self, incarnation: Incarnation) -> None:
+        """Deletes the Secret this incarnation stored, if a create went out at all; its name
+        is the launch's own, so without a uid the name alone is safe."""
+        if incarnation.sent:
+            self.delete_secret(incarnation.name, incarnation.uid)
 
     def wait_pod_deleted(self, name: str, uid: str, seconds: float) -> bool:
         """Whether pod `name` with `uid` is gone from the API within `seconds`: its DELETED

@@ -166,13 +166,16 @@ def test_upgrade_relaunch_and_peer_stop(deployment: Deployment) -> None:
     first = deploy_sample(deployment, "golang", "basic_1", 1)
     invoke_and_query(deployment, "asset1")
     [old_pod] = deployment.pods()
-    assert deployment.secrets() == [old_pod]
+    [secret] = deployment.secrets()
+    assert secret.startswith(f"{old_pod}-")  # the launch's own Secret
 
     # Sequence 2 with a new package: the peer stops the old chaincode and launches the new.
     second = deploy_sample(deployment, "golang", "basic_2", 2)
     assert second != first
     invoke_and_query(deployment, "asset2")
-    assert deployment.wait(lambda: old_pod not in deployment.pods() + deployment.secrets())
+    assert deployment.wait(
+        lambda: old_pod not in deployment.pods() and secret not in deployment.secrets()
+    )
     [new_pod] = deployment.pods()
     assert new_pod != old_pod
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from lightkube import ApiError, Client, KubeConfig
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Secret
 
 from bench.audit import breakdown, read_events, requests_by, serviceaccount_user
 from testbed.controlplane import ControlPlane
@@ -32,8 +32,8 @@ def test_serviceaccount_requests_are_in_the_audit_log(tmp_path: Path) -> None:
         client = Client(KubeConfig.from_file(config))
         since = time.time()
         client.get(Pod, "present", namespace="audited")
-        with pytest.raises(ApiError, match="forbidden"):  # the Role has no list
-            list(client.list(Pod, namespace="audited"))
+        with pytest.raises(ApiError, match="forbidden"):  # the Role may not list Secrets
+            list(client.list(Secret, namespace="audited"))
         opened = threading.Event()
 
         def watch() -> None:
@@ -48,7 +48,7 @@ def test_serviceaccount_requests_are_in_the_audit_log(tmp_path: Path) -> None:
             read_events(plane.audit_log), serviceaccount_user("audited", "k8scc"), since, until
         )
         client.close()
-    assert breakdown(found) == {"get pods": 1, "list pods": 1, "watch pods": 1}
+    assert breakdown(found) == {"get pods": 1, "list secrets": 1, "watch pods": 1}
 
 
 def test_the_audit_log_is_off_unless_asked_for(tmp_path: Path) -> None:

@@ -284,7 +284,7 @@ def test_a_pod_whose_create_answer_never_came_is_removed_only_if_it_has_our_crea
 ) -> None:
     """A step stopped while its create is under way knows no uid: the pod of its name is its
     own exactly when it carries the create id the step sent."""
-    incarnation = Incarnation("pods", NAME)
+    incarnation = Incarnation("pods", NAME, sent=True)
     found = pod("uid-found", "8", "Running")
     create_id = incarnation.create_id if ours else "another-launch"
     found["metadata"]["annotations"] = {"k8scc.hyperledger.org/create-id": create_id}
@@ -299,6 +299,17 @@ def test_a_pod_whose_create_answer_never_came_is_removed_only_if_it_has_our_crea
         api.finished()
     if ours:
         assert api.requests[1].json()["preconditions"] == {"uid": "uid-found"}
+
+
+def test_what_no_create_was_sent_for_is_not_looked_for(tmp_path: Path) -> None:
+    """A step that fails before its create (bad input, an unreachable API server) has nothing
+    to remove, and asks nothing."""
+    with scripted_api([]) as api:
+        kube = api.kube(tmp_path)
+        assert kube.remove_pod(Incarnation("pods", NAME), 5) is True
+        kube.remove_secret(Incarnation("secrets", NAME))
+        api.finished()
+    assert api.requests == []
 
 
 def test_after_finish_by_a_hung_request_ends_by_the_deadline(tmp_path: Path) -> None:

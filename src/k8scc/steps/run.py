@@ -58,7 +58,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     # may take the rest of the time.
     cleanup.add(f"delete pod {name} and its transfer directory", remove_pod_then_directory)
     if chaincode.tls:
-        cleanup.add(f"delete secret {launch}", lambda _: kube.delete_secret(launch, secret.uid))
+        cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
     cleanup.add("stop following the pod", lambda _: supervisor.close())
     try:
         transfer.stage_run(launch, build_output / OUTPUT)
