@@ -19,6 +19,7 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
+from k8scc.steps.teardown import pod_then_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, VolumeTransfer, copy_tree
 
@@ -52,14 +53,10 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     pod = Incarnation("pods", name)
     cleanup = Cleanup()
 
-    def remove_pod_then_directory(deadline: float) -> None:
-        # The build may write to its directory until its container has stopped.
-        if kube.remove_pod(pod, deadline - time.monotonic()):
-            transfer.remove(name)
-        else:
-            log.info(f"transfer directory {name} left for a later collection: the pod still runs")
-
-    cleanup.add(f"delete pod {name} and its transfer directory", remove_pod_then_directory)
+    cleanup.add(
+        f"delete pod {name} and its transfer directory",
+        pod_then_directory(kube, transfer, pod, name, log),
+    )
     cleanup.add("stop following the pod", lambda deadline: supervisor.close())
     try:
         transfer.stage_build(name, source)

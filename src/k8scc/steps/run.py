@@ -18,6 +18,7 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
 from k8scc.platforms import require_platform
+from k8scc.steps.teardown import pod_then_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, VolumeTransfer
 
@@ -48,15 +49,12 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     secret = Incarnation("secrets", launch)
     cleanup = Cleanup()
 
-    def remove_pod_then_directory(deadline: float) -> None:
-        if kube.remove_pod(pod, deadline - time.monotonic()):
-            transfer.remove(launch)
-        else:
-            log.info(f"transfer directory {launch} left for a later collection: the pod still runs")
-
     # Undone newest first: the Secret (one quick request) before the pod, whose graceful stop
     # may take the rest of the time.
-    cleanup.add(f"delete pod {name} and its transfer directory", remove_pod_then_directory)
+    cleanup.add(
+        f"delete pod {name} and its transfer directory",
+        pod_then_directory(kube, transfer, pod, launch, log),
+    )
     if chaincode.tls:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
     cleanup.add("stop following the pod", lambda _: supervisor.close())
