@@ -14,8 +14,9 @@ for tool in unshare setpriv mount; do
 done
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 # The test bed's real node: runc, the CNI plugins, iptables for the kubelet, umoci to pack
-# images and a static busybox for the test image (containerd and the kubelet are Go-built).
-for package in runc containernetworking-plugins umoci iptables busybox-static; do
+# images, mmdebstrap for the Fabric-like images, buildah for the Dockerfiles under images/ and
+# a static busybox for the test images (containerd and the kubelet are Go-built).
+for package in runc containernetworking-plugins umoci iptables busybox-static mmdebstrap buildah; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$package")
 done
 # uv is installed with the system Python's venv and pip, whatever python3 a shell has first.

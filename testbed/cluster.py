@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from testbed import oci
+from testbed import buildah, fabric_images, oci, realnode
 from testbed.controlplane import ControlPlane
 from testbed.realnode import RealNode
 
@@ -27,6 +27,9 @@ BUSYBOX_IMAGE = "localhost/k8scc/busybox:1.0"
 # Busybox whose ENTRYPOINT must run before the container's command, as in fabric-javaenv.
 ENTRYPOINT_IMAGE = "localhost/k8scc/entrypoint:1.0"
 NODE_KINDS = ("agent", "kubelet")
+# The recipe k8scc ships for Java under PodSecurity `restricted`, built from the javaenv image.
+NONROOT_JAVAENV_RECIPE = Path(__file__).resolve().parent.parent / "images" / "javaenv-nonroot"
+NONROOT_JAVAENV_IMAGE = "localhost/k8scc/javaenv-nonroot:2.5"
 
 
 def default_node() -> str:
@@ -61,8 +64,24 @@ class Testbed:
         real = self.node == "kubelet"
         self.control_plane = ControlPlane(self.workdir / "control-plane", real_node=real)
         if real:
-            images = (oci.busybox_image(BUSYBOX_IMAGE), oci.entrypoint_image(ENTRYPOINT_IMAGE))
-            self.real_node = RealNode(self.workdir / "node", self.control_plane, images)
+            fabric = fabric_images.fabric_images()
+            images = (
+                oci.busybox_image(BUSYBOX_IMAGE),
+                oci.entrypoint_image(ENTRYPOINT_IMAGE),
+                *(image for image, _ in fabric),
+            )
+            aliases = {image.name: names for image, names in fabric}
+            [javaenv] = [image for image, _ in fabric if "javaenv" in image.name]
+            nonroot = buildah.build(
+                NONROOT_JAVAENV_RECIPE, NONROOT_JAVAENV_IMAGE, {"JAVAENV": oci.archive(javaenv)}
+            )
+            self.real_node = RealNode(
+                self.workdir / "node",
+                self.control_plane,
+                images,
+                aliases,
+                archives={oci.reference(NONROOT_JAVAENV_IMAGE): nonroot},
+            )
 
     def start(self) -> None:
         self.control_plane.start()
@@ -121,6 +140,19 @@ class Testbed:
         if self._agent_log:
             self._agent_log.close()
         self._agent = None
+
+    @property
+    def host_address(self) -> str:
+        """Where pods reach processes of the host (a peer, say): the real node's pods have a
+        network namespace of their own, the agent's share the host's."""
+        return realnode.NODE_IP if self.real_node is not None else "127.0.0.1"
+
+    @property
+    def egress_proxy(self) -> str | None:
+        """The HTTPS proxy builds download through, when pods have no other way out."""
+        if self.real_node is None or self.real_node.egress is None:
+            return None
+        return self.real_node.egress.url
 
     @property
     def agent_pid(self) -> int:

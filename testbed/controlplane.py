@@ -404,9 +404,11 @@ class ControlPlane:
         client.close()
 
     def create_local_volume(
-        self, namespace: str, claim: str, path: Path, size: str = "10Gi"
+        self, namespace: str, claim: str, path: Path, size: str = "10Gi", timeout: float = 30
     ) -> None:
-        """A PersistentVolume on a local directory and a claim already bound to it."""
+        """A PersistentVolume on a local directory reserved for a claim, and the claim, bound to
+        each other by the controller-manager's binder as on any cluster; waits until the binder
+        says Bound (the real node's scheduler places no pod before)."""
         client = self.client()
         volume_name = f"{namespace}-{claim}"
         client.create(
@@ -429,10 +431,7 @@ class ControlPlane:
             load(
                 PersistentVolumeClaim,
                 {
-                    "metadata": {
-                        "name": claim,
-                        "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-                    },
+                    "metadata": {"name": claim},
                     "spec": {
                         "accessModes": ["ReadWriteMany"],
                         "storageClassName": "",
@@ -443,18 +442,14 @@ class ControlPlane:
             ),
             namespace=namespace,
         )
-        client.patch(
-            PersistentVolumeClaim.Status,
-            claim,
-            {
-                "status": {
-                    "phase": "Bound",
-                    "accessModes": ["ReadWriteMany"],
-                    "capacity": {"storage": size},
-                }
-            },
-            namespace=namespace,
-        )
+        deadline = time.monotonic() + timeout
+        while True:
+            bound = client.get(PersistentVolumeClaim, claim, namespace=namespace)
+            if bound.status is not None and bound.status.phase == "Bound":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"claim {namespace}/{claim} not bound to {volume_name}")
+            time.sleep(0.1)
         client.close()
 
     def create_objects(self, namespace: str, documents: Iterable[Mapping[str, Any]]) -> None:

@@ -36,6 +36,7 @@ from lightkube.resources.core_v1 import Node, Pod
 
 from testbed import binaries, oci
 from testbed.controlplane import ControlPlane, free_port, kubeconfig
+from testbed.egress import EgressProxy
 
 BRIDGE = "k8scc0"
 SUBNET = "10.244.0.0/16"
@@ -44,6 +45,9 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
 PAUSE_IMAGE = "localhost/k8scc/pause:1.0"
 HOST_LOCK = Path("/run/k8scc-realnode.lock")
+# containerd's root (content, unpacked images) outlives a node, as on a real machine, so that a
+# warm start imports nothing; the host lock keeps it to one node at a time.
+IMPORTED = "k8scc-imported.json"
 STATE_PREFIX = "k8scc-node-"
 STATE_PARENT = Path("/tmp")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI containers
@@ -93,7 +97,12 @@ class RealNode:
     workdir: Path
     control_plane: ControlPlane
     images: tuple[oci.Image, ...] = ()
+    # Image name -> the further names it is tagged with.
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Reference -> OCI archive, for images built elsewhere (testbed.buildah).
+    archives: dict[str, Path] = field(default_factory=dict)
     name: str = "k8scc-node"
+    egress: EgressProxy | None = None
     _lock: IO[str] | None = None
     _host: HostState | None = None
     _state: Path | None = None
@@ -115,10 +124,15 @@ class RealNode:
 
     # -- start ---------------------------------------------------------------------------------
 
+    @property
+    def image_store(self) -> Path:
+        return binaries.cache_root() / "containerd" / binaries.CONTAINERD_VERSION
+
     def start(self, timeout: float = 90.0) -> None:
         containerd_dir = binaries.ensure(binaries.CONTAINERD)
         node_dir = binaries.ensure(binaries.NODE)
-        archives = [oci.archive(image) for image in (pause_image(), *self.images)]
+        images = (pause_image(), *self.images)
+        archives = {image.reference: oci.archive(image) for image in images} | self.archives
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._lock = HOST_LOCK.open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -126,13 +140,48 @@ class RealNode:
         self._state = Path(tempfile.mkdtemp(prefix=STATE_PREFIX, dir=STATE_PARENT))
         try:
             _bridge_up()
+            self.egress = EgressProxy(NODE_IP)
+            self.egress.start()
             self._start_containerd(containerd_dir, timeout)
-            for archive in archives:
-                self._ctr(containerd_dir, "images", "import", "--no-unpack=false", str(archive))
+            if self._forget_containers(containerd_dir):
+                # containerd's CRI plugin read them at start: start it again without them.
+                self._end("containerd", 15)
+                self._start_containerd(containerd_dir, timeout)
+            self._import(containerd_dir, archives)
             self._start_kubelet(node_dir / "kubelet", timeout)
         except BaseException:
             self.stop()
             raise
+
+    def _import(self, bin_dir: Path, archives: dict[str, Path]) -> None:
+        """Imports what the image store lacks or holds in another build, then tags aliases."""
+        record = self.image_store / IMPORTED
+        imported = json.loads(record.read_text()) if record.is_file() else {}
+        present = set(self._ctr(bin_dir, "images", "ls", "-q").split())
+        for reference, archive in archives.items():
+            if imported.get(reference) != archive.name or reference not in present:
+                self._ctr(bin_dir, "images", "import", "--no-unpack=false", str(archive))
+                imported[reference] = archive.name
+                record.write_text(json.dumps(imported, indent=1))
+        for image in self.images:
+            for alias in self.aliases.get(image.name, ()):
+                self._ctr(
+                    bin_dir, "images", "tag", "--force", image.reference, oci.reference(alias)
+                )
+
+    def _forget_containers(self, bin_dir: Path) -> bool:
+        """Removes the containers and sandboxes a node left in the image store (a real
+        machine's reboot ends them too); True if there were any."""
+        containers = self._ctr(bin_dir, "containers", "ls", "-q").split()
+        for task in self._running_tasks(bin_dir):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._ctr(bin_dir, "tasks", "kill", "--signal", "SIGKILL", task)
+        for container in containers:
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._ctr(bin_dir, "tasks", "delete", "--force", container)
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._ctr(bin_dir, "containers", "delete", container)
+        return bool(containers)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self._path(f"{name}.log").open("ab")
@@ -197,7 +246,7 @@ class RealNode:
         # This machine's bounding set lacks CAP_SYS_RESOURCE, so runc may not lower
         # oom_score_adj: restrict_oom_score_adj keeps it at containerd's own.
         return f"""version = 3
-root = "{root / "root"}"
+root = "{self.image_store}"
 state = "{root / "state"}"
 disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
@@ -360,11 +409,16 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             self._end("kubelet", 30)
             if "containerd" in self._processes:
                 self._kill_tasks()
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                    self._forget_containers(binaries.ensure(binaries.CONTAINERD))
             self._end("containerd", 15)
             self._kill_shims()
         finally:
+            if self.egress is not None:
+                self.egress.stop()
+                self.egress = None
             if self._host is not None:
-                roots = [self.workdir] + ([self._state] if self._state else [])
+                roots = [self.workdir, self.image_store] + ([self._state] if self._state else [])
                 _restore_host(self._host, roots)
                 self._host = None
             if self._state is not None:
@@ -587,7 +641,8 @@ def _restore_host(before: HostState, roots: list[Path]) -> None:
 def leftovers(before: HostState, workdir: Path) -> list[str]:
     """What a stopped node left on the host: empty when stop() did its job."""
     new_states = sorted(_state_dirs() - before.states)
-    found = [f"mount {point}" for point in _mounts_below([workdir, *new_states])]
+    store = binaries.cache_root() / "containerd"
+    found = [f"mount {point}" for point in _mounts_below([workdir, store, *new_states])]
     found += [f"directory {state}" for state in new_states]
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         found.append(f"network device {BRIDGE}")

@@ -138,6 +138,8 @@ def make_builder(
         "transfer": {"claimName": "transfer", "mountPath": str(transfer)},
         "timeouts": {"stuck": "5s", "start": "60s"},
     }
+    if testbed.egress_proxy:
+        config["buildEnv"] = {"HTTPS_PROXY": testbed.egress_proxy}
     config.update(extra or {})
     config = {key: value for key, value in config.items() if value is not None}
     directory = install_builder(workdir / "builder", config)

@@ -125,7 +125,11 @@ def fabric_key_pem(pkcs8_pem: str) -> str:
 
 
 class FakePeer:
-    def __init__(self, tls: bool, mspid: str = "Org1MSP", max_streams: int = 16) -> None:
+    def __init__(
+        self, tls: bool, mspid: str = "Org1MSP", max_streams: int = 16, host: str = _HOST
+    ) -> None:
+        """`host`: the address to listen on, where chaincode pods reach the host."""
+        self._host = host
         self._tls = tls
         self._max_streams = max_streams
         self._mspid = mspid
@@ -142,7 +146,7 @@ class FakePeer:
     def address(self) -> str:
         if not self._port:
             raise RuntimeError("FakePeer is not started")
-        return f"{_HOST}:{self._port}"
+        return f"{self._host}:{self._port}"
 
     def start(self) -> None:
         handler = grpc.method_handlers_generic_handler(
@@ -159,15 +163,15 @@ class FakePeer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_streams))
         server.add_generic_rpc_handlers((handler,))
         if self._tls:
-            cert, key = self._ca.issue(_HOST, server_ip=_HOST)
+            cert, key = self._ca.issue(self._host, server_ip=self._host)
             credentials = grpc.ssl_server_credentials(
                 [(key.encode(), cert.encode())],
                 root_certificates=self._ca.cert_pem.encode(),
                 require_client_auth=True,
             )
-            self._port = server.add_secure_port(f"{_HOST}:0", credentials)
+            self._port = server.add_secure_port(f"{self._host}:0", credentials)
         else:
-            self._port = server.add_insecure_port(f"{_HOST}:0")
+            self._port = server.add_insecure_port(f"{self._host}:0")
         server.start()
         self._server = server
 

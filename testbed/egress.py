@@ -1,0 +1,96 @@
+"""The only way out of the real node's pod network: an HTTPS proxy (CONNECT only) on the node's
+bridge address that reaches the package registries builds download from, and nothing else.
+
+Pods have no default route (see testbed.realnode), so a builder that fetches Go modules or npm
+packages is given HTTPS_PROXY, as behind an operator's egress proxy; names are resolved here,
+on the host, so pods need no upstream DNS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import socketserver
+import threading
+
+REGISTRIES = frozenset(
+    {
+        "proxy.golang.org",
+        "sum.golang.org",
+        "storage.googleapis.com",  # where proxy.golang.org redirects module zips
+        "registry.npmjs.org",
+        "repo.maven.apache.org",
+        "repo1.maven.org",
+    }
+)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: EgressProxy
+
+    def handle(self) -> None:
+        request = self.rfile.readline(8192).decode("latin-1").split()
+        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+            pass
+        if len(request) != 3 or request[0] != "CONNECT":
+            self._reply("405 Method Not Allowed")
+            return
+        host, _, port = request[1].rpartition(":")
+        if host not in self.server.allowed or port != "443":
+            self.server.refused.append(request[1])
+            self._reply("403 Forbidden")
+            return
+        try:
+            upstream = socket.create_connection((host, 443), timeout=30)
+        except OSError:
+            self._reply("502 Bad Gateway")
+            return
+        with upstream:
+            self._reply("200 Connection Established")
+            self._splice(upstream)
+
+    def _reply(self, status: str) -> None:
+        self.wfile.write(f"HTTP/1.1 {status}\r\n\r\n".encode())
+        self.wfile.flush()
+
+    def _splice(self, upstream: socket.socket) -> None:
+        ends = [self.connection, upstream]
+        while True:
+            readable, _, _ = select.select(ends, [], [], 300)
+            if not readable:
+                return
+            for end in readable:
+                data = end.recv(65536)
+                if not data:
+                    return
+                (upstream if end is self.connection else self.connection).sendall(data)
+
+
+class EgressProxy(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: str, allowed: frozenset[str] = REGISTRIES) -> None:
+        super().__init__((address, 0), _Handler)
+        self.allowed = allowed
+        # host:port of every refused CONNECT, for tests to see what a pod tried.
+        self.refused: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        with contextlib.suppress(OSError):
+            self.server_close()
