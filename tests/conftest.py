@@ -28,10 +28,12 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
 
 @pytest.fixture
 def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> str:
-    """A fresh namespace enforcing PodSecurity `restricted`, named after the test."""
+    """A fresh namespace enforcing PodSecurity `restricted` (or the test's `podsecurity`
+    level), named after the test."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
     name = f"t{next(_counter)}-{slug}"[:63].rstrip("-")
-    testbed.control_plane.create_namespace(name)
+    level = request.node.get_closest_marker("podsecurity")
+    testbed.control_plane.create_namespace(name, enforce=level.args[0] if level else "restricted")
     return name
 
 

@@ -33,6 +33,8 @@ _LABEL_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# runAsUser's value for "as the image says", which fabric-javaenv needs (see platforms.py).
+IMAGE_USER = "image"
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ class PlatformConfig:
     build_image: str
     run_image: str
     build_env: dict[str, str]
-    run_as_user: int
-    run_as_group: int
+    # None: the image's own user (IMAGE_USER in the configuration).
+    run_as_user: int | None
+    run_as_group: int | None
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,12 @@ def _check_id(value: int) -> str | None:
     return None if value > 0 else "must be a non-zero user or group id (pods run as non-root)"
 
 
+def _check_user(value: int | str) -> str | None:
+    if isinstance(value, str):
+        return None if value == IMAGE_USER else f'must be a user id or "{IMAGE_USER}"'
+    return _check_id(value)
+
+
 _TOP = {
     "namespace", "kubeconfig", "kubernetesServer", "serviceAccountDir", "fabricVersion", "peer",
     "transfer", "platforms", "buildEnv", "builder", "chaincode", "pod", "timeouts", "debug",
@@ -329,14 +338,18 @@ def parse(text: str, path: Path | None = None) -> Config:
             {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"},
         )
         build_image, run_image = defaults[name]
+        default_user = IMAGE_USER if platform.default_uid is None else platform.default_uid
+        user = r.get(section, "runAsUser", where_p, (int, str), default_user, _check_user)
+        uid = None if user == IMAGE_USER else user
+        group = r.get(section, "runAsGroup", where_p, int, None, _check_id)
+        if uid is None and group is not None:
+            r.errors.append(f'{where_p}.runAsGroup: needs a runAsUser other than "{IMAGE_USER}"')
         platforms[name] = PlatformConfig(
             build_image=r.get(section, "buildImage", where_p, str, build_image, _check_image),
             run_image=r.get(section, "runImage", where_p, str, run_image, _check_image),
             build_env=r.string_map(section, "buildEnv", where_p, _check_env_name),
-            run_as_user=r.get(section, "runAsUser", where_p, int, platform.default_uid, _check_id),
-            run_as_group=r.get(
-                section, "runAsGroup", where_p, int, platform.default_uid, _check_id
-            ),
+            run_as_user=uid,
+            run_as_group=None if uid is None else (group or platform.default_uid or uid),
         )
 
     tolerations = r.get(pod, "tolerations", "pod", list, [])

@@ -156,6 +156,8 @@ def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
 
 
 def check_admission(kube: Kube, config: Config) -> Result:
+    """Every pod k8scc would create, created in a dry run: the namespace's admission (its
+    PodSecurity level, say) answers for each platform before any install."""
     objects = placeholder_objects(config)
     messages: dict[str, str] = {}
     for what, manifest in objects:
@@ -164,9 +166,28 @@ def check_admission(kube: Kube, config: Config) -> Result:
         except K8sccError as error:
             messages[what] = str(error)
     if messages:
+        refused = sorted({what.split()[0] for what in messages if what != "TLS Secret"})
         first, *others = messages
         also = f"; also rejected: {', '.join(others)}" if others else ""
-        return Result("admission", False, f"{first}: {messages[first]}{also}")
+        # Refused for running as root: the one refusal the configuration chose knowingly.
+        as_image = [
+            name
+            for name in refused
+            if config.platforms[name].run_as_user is None
+            and any(w.startswith(name) and "runAsNonRoot" in m for w, m in messages.items())
+        ]
+        why = (
+            f" ({', '.join(as_image)} run as the image's own user, root in Fabric's javaenv:"
+            " PodSecurity baseline admits that, restricted does not; see docs/security.md)"
+            if as_image
+            else ""
+        )
+        subject = f"platforms {', '.join(refused)}" if refused else "the TLS Secret"
+        return Result(
+            "admission",
+            False,
+            f"namespace {kube.namespace} refuses {subject}{why}: {first}: {messages[first]}{also}",
+        )
     return Result(
         "admission",
         True,

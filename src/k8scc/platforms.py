@@ -103,7 +103,7 @@ class Platform:
         launch: Callable[[str], list[str]],
         output_dir: str,
         build_workdir: str | None,
-        default_uid: int,
+        default_uid: int | None,
         default_build_env: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.name = name
@@ -113,7 +113,9 @@ class Platform:
         self.output_dir = output_dir
         # The build images' WORKDIR, which Fabric's build commands rely on.
         self.build_workdir = build_workdir
-        # Non-root ids matching Fabric's images (ccenv/baseos: user chaincode, nodeenv: user node).
+        # Non-root ids matching Fabric's images (ccenv/baseos: user chaincode, nodeenv: user
+        # node), or None for the image's own user: fabric-javaenv keeps its scripts, wrappers
+        # and offline caches under /root (0700) and works as root only, as Fabric runs it.
         self.default_uid = default_uid
         self.default_build_env = default_build_env
 
@@ -142,7 +144,7 @@ PLATFORMS: dict[str, Platform] = {
         launch=java_launch,
         output_dir="/root/chaincode-java/chaincode",
         build_workdir="/root/chaincode-java",
-        default_uid=500,
+        default_uid=None,
     ),
 }
 

@@ -4,7 +4,9 @@ what the steps create.
 
 Pods are admitted under PodSecurity `restricted`: non-root with explicit ids, no privilege
 escalation, no capabilities, RuntimeDefault seccomp, no ServiceAccount token, and a read-only
-root filesystem for chaincode (builders write caches below their image's GOPATH or HOME).
+root filesystem for chaincode (builders write caches below their image's GOPATH or HOME). A
+platform run as its image's own user (fabric-javaenv: root) keeps all of that but the ids and
+runAsNonRoot, which PodSecurity `baseline` admits.
 """
 
 from __future__ import annotations
@@ -35,29 +37,39 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return rendered
 
 
-def _container_security(read_only_root: bool) -> dict[str, Any]:
-    return {
+def _container_security(platform: PlatformConfig, read_only_root: bool) -> dict[str, Any]:
+    security: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
         "readOnlyRootFilesystem": read_only_root,
-        "runAsNonRoot": True,
     }
+    if platform.run_as_user is not None:
+        security["runAsNonRoot"] = True
+    return security
+
+
+def _home(platform: PlatformConfig) -> dict[str, str]:
+    """A uid of k8scc's choosing may have no home in the image; the image's own user has one
+    (fabric-javaenv's wrappers and caches are found through it)."""
+    return {} if platform.run_as_user is None else {"HOME": SCRATCH_DIR}
 
 
 def _pod_spec(config: Config, platform: PlatformConfig, grace: int) -> dict[str, Any]:
+    security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if platform.run_as_user is not None:
+        security.update(
+            runAsNonRoot=True,
+            runAsUser=platform.run_as_user,
+            runAsGroup=platform.run_as_group,
+            fsGroup=platform.run_as_group,
+        )
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": grace,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": platform.run_as_user,
-            "runAsGroup": platform.run_as_group,
-            "fsGroup": platform.run_as_group,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security,
     }
     if config.service_account_name:
         spec["serviceAccountName"] = config.service_account_name
@@ -113,13 +125,13 @@ def builder_pod(
         "args": ["/bin/sh", "-c", wrapper, "k8scc-build", script],
         "env": _env(
             {
-                "HOME": SCRATCH_DIR,
+                **_home(settings),
                 **dict(platform.default_build_env),
                 **config.build_env,
                 **settings.build_env,
             }
         ),
-        "securityContext": _container_security(read_only_root=False),
+        "securityContext": _container_security(settings, read_only_root=False),
         "volumeMounts": [
             {
                 "name": TRANSFER_VOLUME,
@@ -221,7 +233,7 @@ def chaincode_pod(
         "args": platform.launch(chaincode.peer_address),
         "workingDir": platform.output_dir,
         "env": _env(chaincode_env(config, chaincode)),
-        "securityContext": _container_security(read_only_root=True),
+        "securityContext": _container_security(settings, read_only_root=True),
         "volumeMounts": mounts,
     }
     resources = _resources(config.chaincode_resources)

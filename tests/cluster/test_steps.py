@@ -64,7 +64,9 @@ def launch_and_stop(
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("platform", ["golang", "node", "java"])
+@pytest.mark.parametrize(
+    "platform", ["golang", "node", pytest.param("java", marks=pytest.mark.podsecurity("baseline"))]
+)
 def test_build_release_and_run_with_tls_on_and_off(
     builder: Builder, admin: Client, namespace: str, tmp_path: Path, platform: str
 ) -> None:

@@ -54,7 +54,7 @@ def test_defaults_for_fabric_3_1() -> None:
     assert golang.build_env == node.build_env == java.build_env == {}
     assert (golang.run_as_user, golang.run_as_group) == (500, 500)
     assert (node.run_as_user, node.run_as_group) == (1000, 1000)
-    assert (java.run_as_user, java.run_as_group) == (500, 500)
+    assert (java.run_as_user, java.run_as_group) == (None, None)
 
 
 def test_other_defaults() -> None:
@@ -279,8 +279,15 @@ INVALID: list[tuple[str, str]] = [
     ("peer:\n  id: 7", "peer.id: expected a string"),
     ("peer:\n  ownerReferences: 'no'", "peer.ownerReferences: expected a boolean, got a string"),
     ("debug: 1", "debug: expected a boolean"),
-    ("platforms:\n  golang:\n    runAsUser: '500'", "platforms.golang.runAsUser: expected an"),
+    (
+        "platforms:\n  golang:\n    runAsUser: '500'",
+        'platforms.golang.runAsUser: must be a user id or "image"',
+    ),
     ("platforms:\n  golang:\n    runAsUser: true", "platforms.golang.runAsUser: expected an"),
+    (
+        "platforms:\n  java:\n    runAsGroup: 500",
+        'platforms.java.runAsGroup: needs a runAsUser other than "image"',
+    ),
     ("platforms:\n  node:\n    buildImage: 3", "platforms.node.buildImage: expected a string"),
     ("platforms: [golang]", "platforms: expected a mapping"),
     ("buildEnv: [A]", "buildEnv: expected a mapping"),
@@ -556,3 +563,12 @@ def test_property_any_text_gives_a_config_or_one_k8scc_error(text: str) -> None:
 def test_yaml_errors_without_a_position_are_one_line() -> None:
     message = problem("namespace: a\x1fb\n")
     assert "not valid YAML: unacceptable character #x001f" in message
+
+
+def test_run_as_user_image_leaves_the_ids_to_the_image_and_java_may_take_an_id() -> None:
+    golang = config.parse("platforms:\n  golang:\n    runAsUser: image\n").platforms["golang"]
+    assert (golang.run_as_user, golang.run_as_group) == (None, None)
+    java = config.parse("platforms:\n  java:\n    runAsUser: 500\n").platforms["java"]
+    assert (java.run_as_user, java.run_as_group) == (500, 500)
+    grouped = config.parse("platforms:\n  java:\n    runAsUser: 7\n    runAsGroup: 8\n")
+    assert (grouped.platforms["java"].run_as_user, grouped.platforms["java"].run_as_group) == (7, 8)

@@ -172,18 +172,27 @@ def all_pods(config: Config, tls: PeerTls) -> list[dict[str, Any]]:
 # --- PodSecurity and pod basics -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", PLATFORM_NAMES)
+# Java runs as fabric-javaenv's own user (root) unless configured otherwise: see platforms.py.
+NON_ROOT_BY_DEFAULT = [name for name in PLATFORM_NAMES if name != "java"]
+NON_ROOT_JAVA = "platforms:\n  java:\n    runAsUser: 500\n"
+
+
+def some_pod(config: Config, name: str, kind: str, tls: PeerTls) -> dict[str, Any]:
+    if kind == "builder":
+        return builder(config, name)
+    return chaincode_pod(config, name, tls if kind == "chaincode" else None)
+
+
+@pytest.mark.parametrize("name", NON_ROOT_BY_DEFAULT)
 @pytest.mark.parametrize("kind", ["builder", "chaincode", "chaincode-no-tls"])
-@pytest.mark.parametrize("which", ["plain", "full"])
+@pytest.mark.parametrize("which", ["plain", "full", "java-500"])
 def test_pods_pass_podsecurity_restricted(
     tls: PeerTls, name: str, kind: str, which: str, plain: Config, full: Config
 ) -> None:
-    config = plain if which == "plain" else full
-    pod = (
-        builder(config, name)
-        if kind == "builder"
-        else chaincode_pod(config, name, tls if kind == "chaincode" else None)
-    )
+    config = {"plain": plain, "full": full}.get(which) or configuration.parse(NON_ROOT_JAVA)
+    if which == "java-500":
+        name = "java"
+    pod = some_pod(config, name, kind, tls)
     assert restricted_violations(pod) == []
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
@@ -193,6 +202,26 @@ def test_pods_pass_podsecurity_restricted(
     assert spec["securityContext"]["runAsGroup"] == config.platforms[name].run_as_group
     assert pod["apiVersion"] == "v1" and pod["kind"] == "Pod"
     assert is_dns_label(pod["metadata"]["name"])
+
+
+@pytest.mark.parametrize("kind", ["builder", "chaincode", "chaincode-no-tls"])
+@pytest.mark.parametrize("which", ["plain", "full"])
+def test_java_pods_run_as_the_images_user_and_break_restricted_only_there(
+    tls: PeerTls, kind: str, which: str, plain: Config, full: Config
+) -> None:
+    pod = some_pod(plain if which == "plain" else full, "java", kind, tls)
+    assert restricted_violations(pod) == [
+        "build: runAsNonRoot is not true"
+        if kind == "builder"
+        else "chaincode: runAsNonRoot is not true",
+        "build: runAsUser None is not a non-zero id"
+        if kind == "builder"
+        else "chaincode: runAsUser None is not a non-zero id",
+    ]
+    security = pod["spec"]["securityContext"]
+    assert security == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert "runAsNonRoot" not in container(pod)["securityContext"]
+    assert "HOME" not in env_of(builder(plain, "java"))
 
 
 def _drop_run_as_non_root(pod: dict[str, Any]) -> None:
@@ -327,7 +356,9 @@ def test_builder_env(plain: Config, full: Config) -> None:
         "GOPROXY": "https://proxy.golang.org",
     }
     assert env_of(builder(plain, "node")) == {"HOME": "/tmp"}
-    assert env_of(builder(full, "java")) == {"HOME": "/tmp", "HTTPS_PROXY": "http://proxy:3128"}
+    assert env_of(builder(full, "java")) == {"HTTPS_PROXY": "http://proxy:3128"}
+    non_root_java = configuration.parse(NON_ROOT_JAVA)
+    assert env_of(builder(non_root_java, "java")) == {"HOME": "/tmp"}
     overridden = configuration.parse("platforms:\n  golang:\n    buildEnv: {GOPROXY: direct}\n")
     assert env_of(builder(overridden, "golang"))["GOPROXY"] == "direct"
 
