@@ -1,6 +1,6 @@
-"""Images that behave like Fabric's chaincode images (see docs/testbed.md, "Images"), built
-here from Debian's packages with scripts of our own under testbed/fabric_images, and tagged
-with the real names so that k8scc's defaults pull them:
+"""Images that behave like Fabric's chaincode images, built here from Debian's packages with
+scripts of our own under testbed/fabric_images, and tagged with the real names so that k8scc's
+defaults pull them:
 
 - fabric-ccenv: Go on PATH at /usr/local/go/bin, a C toolchain for static links, user
   `chaincode` (500), `/chaincode/{input,output}` owned by it;
