@@ -107,7 +107,8 @@ class FabricNetwork:
     `peer_tls=False` turns TLS off on the peer and on the orderer's client listener (the peer
     dials the orderer with its own TLS setting); the Raft cluster listener keeps TLS because
     etcdraft requires it. `peer_env` is added to the peer's otherwise minimal environment, e.g.
-    the variables a builder's `propagateEnvironment` names.
+    the variables a builder's `propagateEnvironment` names. `chaincode_host` is where the peer
+    listens for chaincode: where pods reach the host (testbed.cluster.Testbed.host_address).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class FabricNetwork:
         peer_tls: bool = True,
         peer_env: Mapping[str, str] | None = None,
         channel: str = CHANNEL,
+        chaincode_host: str = "127.0.0.1",
     ) -> None:
         if version not in binaries.FABRIC:
             raise ValueError(f"unknown Fabric version {version!r}; known: {list(binaries.FABRIC)}")
@@ -128,6 +130,7 @@ class FabricNetwork:
         self.peer_tls = peer_tls
         self.peer_env = dict(peer_env or {})
         self.channel = channel
+        self.chaincode_host = chaincode_host
         self.bin_dir = Path()
         self._processes: dict[str, _Process] = {}
         ports = free_ports(7)
@@ -147,7 +150,7 @@ class FabricNetwork:
     @property
     def chaincode_address(self) -> str:
         """What the peer writes into chaincode.json as `peer_address`."""
-        return f"127.0.0.1:{self.chaincode_port}"
+        return f"{self.chaincode_host}:{self.chaincode_port}"
 
     @property
     def crypto_dir(self) -> Path:

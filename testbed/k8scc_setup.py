@@ -61,11 +61,17 @@ def k8scc_network(
             "kubernetesServer": control_plane.server,
             "transfer": {"claimName": "transfer", "mountPath": str(transfer_dir)},
             "timeouts": {"stuck": "10s", "start": "120s"},
+            **({"buildEnv": {"HTTPS_PROXY": testbed.egress_proxy}} if testbed.egress_proxy else {}),
         },
     )
     # The entry `k8scc core-yaml` writes; of the names it propagates, this peer's environment
     # holds only CORE_PEER_ID.
     builders = [coreyaml.builder_entry(builder)]
     return FabricNetwork(
-        workdir / "fabric", version, builders, peer_tls=peer_tls, peer_env={"CORE_PEER_ID": PEER_ID}
+        workdir / "fabric",
+        version,
+        builders,
+        peer_tls=peer_tls,
+        peer_env={"CORE_PEER_ID": PEER_ID},
+        chaincode_host=testbed.host_address,
     )
