@@ -48,6 +48,7 @@ HOST_LOCK = Path("/run/k8scc-realnode.lock")
 # containerd's root (content, unpacked images) outlives a node, as on a real machine, so that a
 # warm start imports nothing; the host lock keeps it to one node at a time.
 IMPORTED = "k8scc-imported.json"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STATE_PREFIX = "k8scc-node-"
 STATE_PARENT = Path("/tmp")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI containers
@@ -107,6 +108,7 @@ class RealNode:
     _host: HostState | None = None
     _state: Path | None = None
     _processes: dict[str, _Process] = field(default_factory=dict)
+    _kubelet_argv: list[str] = field(default_factory=list)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -209,7 +211,7 @@ class RealNode:
         config = root / "config.toml"
         config.write_text(self._containerd_config(root))
         # containerd finds its shim on PATH, and the shim finds runc by BinaryName.
-        env = {"PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        env = {"PATH": f"{bin_dir}:{SYSTEM_PATH}"}
         self._spawn("containerd", [str(bin_dir / "containerd"), "--config", str(config)], env)
         deadline = time.monotonic() + timeout
         while True:
@@ -326,21 +328,34 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         )
         config = kubelet_dir / "config.yaml"
         config.write_text(yaml.safe_dump(self._kubelet_config(kubelet_dir)))
-        self._spawn(
-            "kubelet",
-            [
-                str(binary),
-                f"--config={config}",
-                f"--kubeconfig={node_kubeconfig}",
-                f"--root-dir={kubelet_dir / 'root'}",
-                f"--cert-dir={kubelet_dir / 'pki'}",
-                f"--node-ip={NODE_IP}",
-                f"--hostname-override={self.name}",
-                "--v=1",
-            ],
-            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
+        self._kubelet_argv = [
+            str(binary),
+            f"--config={config}",
+            f"--kubeconfig={node_kubeconfig}",
+            f"--root-dir={kubelet_dir / 'root'}",
+            f"--cert-dir={kubelet_dir / 'pki'}",
+            f"--node-ip={NODE_IP}",
+            f"--hostname-override={self.name}",
+            "--v=1",
+        ]
+        self._spawn_kubelet(timeout)
+
+    def _spawn_kubelet(self, timeout: float) -> None:
+        self._spawn("kubelet", self._kubelet_argv, {"PATH": SYSTEM_PATH})
         self._wait_ready(timeout)
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def restart_kubelet(self, timeout: float = 60.0) -> None:
+        """As a kubelet upgrade or crash does: containers keep running meanwhile, and the new
+        kubelet takes them over."""
+        self._end("kubelet", 30)
+        self._spawn_kubelet(timeout)
+
+    def restart_containerd(self, timeout: float = 60.0) -> None:
+        """containerd alone: its shims, and so the containers, keep running."""
+        self._end("containerd", 15)
+        self._start_containerd(binaries.ensure(binaries.CONTAINERD), timeout)
 
     def _kubelet_config(self, kubelet_dir: Path) -> dict[str, Any]:
         resolv = kubelet_dir / "resolv.conf"
