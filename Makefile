@@ -19,7 +19,7 @@ demo: setup
 # Binaries are built (or found in the cache) before pytest, so a cold build does not count
 # against any test's timeout.
 binaries: setup
-	@$(UV) run --frozen python -m testbed.binaries etcd kube kubectl node containerd pause fabric-3.1 fabric-2.5 >/dev/null
+	@$(UV) run --frozen python -m testbed.binaries etcd kube kubectl node containerd coredns pause fabric-3.1 fabric-2.5 >/dev/null
 
 test: setup lint binaries
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)

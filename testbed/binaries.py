@@ -123,6 +123,14 @@ CONTAINERD = Component(
     # CGO_ENABLED=0), devmapper and zfs need host tools and storage set up for them.
     tags=("no_btrfs", "no_devmapper", "no_zfs"),
 )
+COREDNS_VERSION = "1.14.7"
+# The node's cluster DNS, so that Services (headless ones included) resolve in pods.
+COREDNS = Component(
+    name="coredns",
+    version=COREDNS_VERSION,
+    binaries={"github.com/coredns/coredns": "coredns"},
+    ldflags="-s -w",
+)
 PAUSE = Component(
     name="pause",
     version=PAUSE_VERSION,
@@ -218,7 +226,8 @@ def ensure(component: Component) -> Path:
 
 def main() -> None:
     # No arguments: the Kubernetes test bed; otherwise the components named, e.g. fabric-3.1.
-    known = {c.name: c for c in (ETCD, KUBE, KUBECTL, NODE, CONTAINERD, PAUSE, *FABRIC.values())}
+    components = (ETCD, KUBE, KUBECTL, NODE, CONTAINERD, COREDNS, PAUSE, *FABRIC.values())
+    known = {c.name: c for c in components}
     names = sys.argv[1:] or [ETCD.name, KUBE.name]
     unknown = [name for name in names if name not in known]
     if unknown:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +42,7 @@ from testbed.egress import EgressProxy
 BRIDGE = "k8scc0"
 SUBNET = "10.244.0.0/16"
 NODE_IP = "10.244.0.1"
+CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
 PAUSE_IMAGE = "localhost/k8scc/pause:1.0"
@@ -150,6 +152,7 @@ class RealNode:
                 self._end("containerd", 15)
                 self._start_containerd(containerd_dir, timeout)
             self._import(containerd_dir, archives)
+            self._start_dns(binaries.ensure(binaries.COREDNS) / "coredns", timeout)
             self._start_kubelet(node_dir / "kubelet", timeout)
         except BaseException:
             self.stop()
@@ -357,6 +360,31 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         self._end("containerd", 15)
         self._start_containerd(binaries.ensure(binaries.CONTAINERD), timeout)
 
+    def _start_dns(self, binary: Path, timeout: float) -> None:
+        """CoreDNS on the node's address, answering for the cluster's Services and pods from
+        the API server; nothing else (pods resolve no outside names: see testbed.egress)."""
+        directory = self._state_path("dns")
+        directory.mkdir()
+        corefile = directory / "Corefile"
+        corefile.write_text(
+            f".:53 {{\n"
+            f"    bind {NODE_IP}\n"
+            f"    errors\n"
+            f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
+            f'        kubeconfig {self.control_plane.admin_kubeconfig} ""\n'
+            f"        pods verified\n"
+            f"    }}\n"
+            f"    ready {NODE_IP}:{free_port()}\n"
+            f"}}\n"
+        )
+        self._spawn("coredns", [str(binary), "-conf", str(corefile)], {"PATH": SYSTEM_PATH})
+        deadline = time.monotonic() + timeout
+        while not _answers_dns(NODE_IP):
+            self._check_alive("coredns")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CoreDNS did not answer; see {self._path('coredns.log')}")
+            time.sleep(0.1)
+
     def _kubelet_config(self, kubelet_dir: Path) -> dict[str, Any]:
         resolv = kubelet_dir / "resolv.conf"
         resolv.write_text("")
@@ -382,7 +410,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "podLogsDir": str(kubelet_dir / "pod-logs"),
             "volumePluginDir": str(kubelet_dir / "volume-plugins"),
             "resolvConf": str(resolv),
-            "clusterDomain": "cluster.local",
+            "clusterDomain": CLUSTER_DOMAIN,
+            "clusterDNS": [NODE_IP],
             # A small test machine: evict only when it is really short of room.
             "evictionHard": {
                 "memory.available": "100Mi",
@@ -428,6 +457,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                     self._forget_containers(binaries.ensure(binaries.CONTAINERD))
             self._end("containerd", 15)
             self._kill_shims()
+            self._end("coredns", 10)
         finally:
             if self.egress is not None:
                 self.egress.stop()
@@ -513,6 +543,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 # -- the host's state ----------------------------------------------------------------------------
 
 
+def _pids_naming(prefix: str) -> list[int]:
+    """Processes with an argument that contains `prefix`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                if any(prefix in argument for argument in arguments):
+                    pids.append(int(entry.name))
+    return pids
+
+
 def _pids_with_argument(argument: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -522,6 +564,26 @@ def _pids_with_argument(argument: str) -> list[int]:
             if argument in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"):
                 pids.append(int(entry.name))
     return pids
+
+
+def _answers_dns(server: str) -> bool:
+    """Whether a DNS server answers a query for the API server's Service name over UDP."""
+    query = (
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        + b"".join(
+            bytes([len(p)]) + p.encode()
+            for p in f"kubernetes.default.svc.{CLUSTER_DOMAIN}".split(".")
+        )
+        + b"\x00\x00\x01\x00\x01"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.sendto(query, (server, 53))
+            answer = sock.recv(512)
+        except OSError:
+            return False
+    return answer[:2] == b"\x12\x34"
 
 
 def _bridge_up() -> None:
@@ -659,6 +721,10 @@ def leftovers(before: HostState, workdir: Path) -> list[str]:
     store = binaries.cache_root() / "containerd"
     found = [f"mount {point}" for point in _mounts_below([workdir, store, *new_states])]
     found += [f"directory {state}" for state in new_states]
+    # The kubelet, containerd and CoreDNS all name the node's state directory in their arguments.
+    state_prefix = str(STATE_PARENT / STATE_PREFIX)
+    for pid in _pids_naming(state_prefix):
+        found.append(f"process {pid}")
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         found.append(f"network device {BRIDGE}")
     for pid in _pids_with_argument("k8s.io"):

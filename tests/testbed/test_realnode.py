@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, Client
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Service
 
 from k8scc import config, kubeconfig, render
 from k8scc.kube import Incarnation, Kube
@@ -21,6 +21,7 @@ from k8scc.peer import Identity
 from k8scc.platforms import PLATFORMS
 from testbed import binaries, realnode
 from testbed.cluster import BUSYBOX_IMAGE, ENTRYPOINT_IMAGE, Testbed
+from testbed.objects import load
 from tests.support.pods import phase_in, shell_pod, terminated, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -99,6 +100,24 @@ def test_restricted_pod_runs_in_its_own_network_namespace(
     links = kubectl(bed, "exec", "-n", ns, "probe", "--", "cat", "/proc/net/dev")
     assert "eth0" in links.stdout and realnode.BRIDGE not in links.stdout
     assert list(client.log("probe", namespace=ns, newlines=False)) == ["ready"]
+
+
+def test_headless_services_resolve_in_pods_through_the_cluster_dns(client: Client, ns: str) -> None:
+    server = busybox_pod("peer-0", "exec sleep 1000")
+    assert server.metadata is not None
+    server.metadata.labels = {"app": "peer"}
+    client.create(server, namespace=ns)
+    address = wait_for(client, "peer-0", ns, phase_in("Running"))["status"]["podIP"]
+    headless = {"clusterIP": "None", "selector": {"app": "peer"}, "ports": [{"port": 7052}]}
+    client.create(load(Service, {"metadata": {"name": "peer"}, "spec": headless}), namespace=ns)
+    name = f"peer.{ns}.svc.{realnode.CLUSTER_DOMAIN}"
+    # The endpoints reach CoreDNS a moment after the Service: ask until they have.
+    script = f"for i in $(seq 60); do nslookup {name} && exit 0; sleep 0.5; done; exit 1"
+    client.create(busybox_pod("asker", script), namespace=ns)
+    state = terminated(wait_for(client, "asker", ns, phase_in("Succeeded", "Failed"), 60))
+    answer = "\n".join(client.log("asker", namespace=ns, newlines=False))
+    assert state["exitCode"] == 0, answer
+    assert f"Address: {address}" in answer
 
 
 def test_graceful_delete_waits_for_the_container_to_exit(client: Client, ns: str) -> None:
