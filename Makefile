@@ -22,7 +22,7 @@ binaries: setup
 	@$(UV) run --frozen python -m testbed.binaries etcd kube kubectl node containerd coredns pause fabric-3.1 fabric-2.5 >/dev/null
 
 test: setup lint binaries
-	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+	@$(UV) run --frozen pytest --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	@$(UV) run --frozen ruff check .

@@ -276,7 +276,9 @@ def _check_id(value: int) -> str | None:
 
 def _check_user(value: int | str) -> str | None:
     if isinstance(value, str):
-        return None if value == IMAGE_USER else f'must be a user id or "{IMAGE_USER}"'
+        return (
+            None if value == IMAGE_USER else f'must be a user id or "{IMAGE_USER}", not {value!r}'
+        )
     return _check_id(value)
 
 

@@ -587,8 +587,12 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any] | str, str]] = {
         "peer.ownerReferences: expected a boolean, got a string",
     ),
     "wrong type (integer)": (
+        {"chaincode": {"terminationGracePeriodSeconds": "30"}},
+        "chaincode.terminationGracePeriodSeconds: expected an integer, got a string",
+    ),
+    "user id as a string": (
         {"platforms": {"node": {"runAsUser": "1000"}}},
-        "platforms.node.runAsUser: expected an integer, got a string",
+        "platforms.node.runAsUser: must be a user id or \"image\", not '1000'",
     ),
     "bad duration": ({"timeouts": {"stuck": "5 sec"}}, "timeouts.stuck: invalid duration"),
     "negative duration": ({"timeouts": {"start": -1}}, "timeouts.start: must be positive"),
