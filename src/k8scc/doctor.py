@@ -177,7 +177,7 @@ def check_admission(kube: Kube, config: Config) -> Result:
             and any(w.startswith(name) and "runAsNonRoot" in m for w, m in messages.items())
         ]
         why = (
-            f" ({', '.join(as_image)} run as the image's own user, root in Fabric's javaenv:"
+            f" ({', '.join(as_image)}: pods run as the image's own user, root in Fabric's javaenv:"
             " PodSecurity baseline admits that, restricted does not; see docs/security.md)"
             if as_image
             else ""

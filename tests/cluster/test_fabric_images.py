@@ -225,7 +225,10 @@ def test_java_in_a_restricted_namespace_is_refused_in_one_line_and_doctor_says_s
     )
     assert doctor.returncode == 1
     [admission] = [line for line in doctor.stdout.splitlines() if line.startswith("admission")]
-    assert f"namespace {ns} refuses platforms java (java run as the image's own user" in admission
+    assert (
+        f"namespace {ns} refuses platforms java (java: pods run as the image's own user"
+        in admission
+    )
     assert 'violates PodSecurity "restricted:latest"' in admission
     source, metadata = package_source("java", tmp_path)
     output = tmp_path / "bld"

@@ -22,7 +22,6 @@ from tests.support.builder import (
     RunningStep,
     apply_rbac,
     make_builder,
-    package_source,
     transfer_volume,
 )
 from tests.support.fakepeer import FakePeer
@@ -39,8 +38,9 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    """The Go sample, built once on a real node, and a builder to launch it with."""
+def built(tmp_path_factory: pytest.TempPathFactory, golang_output: Path) -> Iterator[Built]:
+    """A real node and a builder to launch the session's Go build with (a build output is
+    the same whichever node built it; test_fabric_images builds on the real node)."""
     workdir = tmp_path_factory.mktemp("realnode-faults")
     bed = Testbed(workdir / "bed", node="kubelet")
     bed.start()
@@ -50,12 +50,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         apply_rbac(bed.control_plane, namespace)
         volume = transfer_volume(bed.control_plane, namespace, workdir / "volume")
         builder = make_builder(bed, namespace, volume, workdir)
-        source, metadata = package_source("golang", workdir)
-        output = workdir / "bld"
-        output.mkdir()
-        result = builder.run("build", source, metadata, output)
-        assert result.returncode == 0, result.stderr
-        yield Built(bed, builder, output, namespace)
+        yield Built(bed, builder, golang_output, namespace)
     finally:
         bed.stop()
 
