@@ -26,7 +26,7 @@ from testbed.binaries import cache_root
 
 SCRIPTS = Path(__file__).resolve().parent / "fabric_images"
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "chaincode"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_PATH = tools.SYSTEM_PATH
 CHAINCODE = oci.User("chaincode", 500, "/home/chaincode")
 NODE = oci.User("node", 1000, "/home/node")
 # Maven Central serves Maven itself; the wrapper properties name the same release.
@@ -35,7 +35,7 @@ MAVEN_URL = (
     "https://repo.maven.apache.org/maven2/org/apache/maven/apache-maven/"
     f"{MAVEN_VERSION}/apache-maven-{MAVEN_VERSION}-bin.tar.gz"
 )
-JAVA_HOME = Path("/root/chaincode-java")
+CHAINCODE_JAVA = Path("/root/chaincode-java")
 # Local certificate authorities of the host (this machine reaches registries through a proxy
 # that presents its own): images that download trust them, as an operator's would.
 HOST_CAS = Path("/usr/local/share/ca-certificates")
@@ -122,7 +122,7 @@ def nodeenv(name: str) -> oci.Image:
 def javaenv(name: str) -> oci.Image:
     scripts = SCRIPTS / "javaenv"
     files = _host_cas() | {
-        f"{JAVA_HOME}/{path.relative_to(scripts)}": oci.File(
+        f"{CHAINCODE_JAVA}/{path.relative_to(scripts)}": oci.File(
             path, 0o755 if path.stat().st_mode & 0o100 else 0o644
         )
         for path in sorted(scripts.rglob("*"))
@@ -134,8 +134,8 @@ def javaenv(name: str) -> oci.Image:
         base=oci.Debian("trixie", ("openjdk-21-jdk-headless", "ca-certificates-java")),
         files=files,
         trees={f"/root/.m2/wrapper/dists/apache-maven-{MAVEN_VERSION}": _maven_tree()},
-        directories={"/root": (0o700, 0, 0), str(JAVA_HOME / "lib"): (0o755, 0, 0)},
-        workdir=str(JAVA_HOME),
+        directories={"/root": (0o700, 0, 0), str(CHAINCODE_JAVA / "lib"): (0o755, 0, 0)},
+        workdir=str(CHAINCODE_JAVA),
         prepare=_prepare_javaenv,
         prepared=f"warm {hashlib.sha256(sample.read_bytes()).hexdigest()[:16]}",
     )
@@ -184,7 +184,7 @@ def _prepare_javaenv(rootfs: Path) -> None:
             f"export HOME=/root && cd /tmp/k8scc-warm"
             f" && {maven} compile package -DskipTests -Dmaven.test.skip=true"
             f" && {maven} dependency:copy-dependencies -DincludeScope=runtime"
-            f" -DexcludeArtifactIds=json -DoutputDirectory={JAVA_HOME}/lib",
+            f" -DexcludeArtifactIds=json -DoutputDirectory={CHAINCODE_JAVA}/lib",
             "warming the javaenv Maven repository",
         )
     finally:

@@ -35,7 +35,7 @@ import yaml
 from lightkube import ALL_NS, ApiError
 from lightkube.resources.core_v1 import Node, Pod
 
-from testbed import binaries, oci
+from testbed import binaries, oci, tools
 from testbed.controlplane import ControlPlane, free_port, kubeconfig
 from testbed.egress import EgressProxy
 
@@ -50,7 +50,7 @@ HOST_LOCK = Path("/run/k8scc-realnode.lock")
 # containerd's root (content, unpacked images) outlives a node, as on a real machine, so that a
 # warm start imports nothing; the host lock keeps it to one node at a time.
 IMPORTED = "k8scc-imported.json"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_PATH = tools.SYSTEM_PATH
 STATE_PREFIX = "k8scc-node-"
 STATE_PARENT = Path("/tmp")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI containers

@@ -41,12 +41,8 @@ BUILT_FILE = {"golang": "chaincode", "node": "package.json", "java": "chaincode.
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    testbed = Testbed(tmp_path_factory.mktemp("fabric-images"), node="kubelet")
-    testbed.start()
-    try:
+    with Testbed(tmp_path_factory.mktemp("fabric-images"), node="kubelet") as testbed:
         yield testbed
-    finally:
-        testbed.stop()
 
 
 @pytest.fixture

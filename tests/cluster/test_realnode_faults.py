@@ -5,9 +5,10 @@ containers ended with it, and its log streams never ended while a container ran.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from testbed.cluster import Testbed
+from testbed.realnode import RealNode
 from tests.support.builder import (
     Builder,
     RunningStep,
@@ -42,24 +44,13 @@ def built(tmp_path_factory: pytest.TempPathFactory, golang_output: Path) -> Iter
     """A real node and a builder to launch the session's Go build with (a build output is
     the same whichever node built it; test_fabric_images builds on the real node)."""
     workdir = tmp_path_factory.mktemp("realnode-faults")
-    bed = Testbed(workdir / "bed", node="kubelet")
-    bed.start()
-    try:
+    with Testbed(workdir / "bed", node="kubelet") as bed:
         namespace = "faults"
         bed.control_plane.create_namespace(namespace)
         apply_rbac(bed.control_plane, namespace)
         volume = transfer_volume(bed.control_plane, namespace, workdir / "volume")
         builder = make_builder(bed, namespace, volume, workdir)
         yield Built(bed, builder, golang_output, namespace)
-    finally:
-        bed.stop()
-
-
-@pytest.fixture
-def admin(built: Built) -> Iterator[Client]:
-    client = built.bed.control_plane.client()
-    yield client
-    client.close()
 
 
 class Launch:
@@ -83,58 +74,37 @@ def container_of(pod: dict[str, Any]) -> tuple[str, int]:
     return status["containerID"], status["restartCount"]
 
 
-def assert_still_running(admin: Client, built: Built, launch: Launch, before: str) -> None:
-    """`run` lives on, its container is the one from before, and nothing left it."""
-    deadline = time.monotonic() + 4
-    while time.monotonic() < deadline:
-        assert launch.run.process.poll() is None, launch.run.stderr
-        time.sleep(0.5)
-    pod = chaincode_pod(admin, built.namespace)
-    assert pod["status"]["phase"] == "Running"
-    assert container_of(pod) == (before, 0)
+FAULTS: dict[str, Callable[[Testbed], None]] = {
+    "kubelet restart": lambda bed: real_node(bed).restart_kubelet(),
+    "containerd restart": lambda bed: real_node(bed).restart_containerd(),
+    "API server restart": lambda bed: bed.control_plane.restart_apiserver(down_seconds=3),
+}
 
 
-def test_a_kubelet_restart_leaves_the_chaincode_and_run_running(
-    built: Built, admin: Client, tmp_path: Path
-) -> None:
+def real_node(bed: Testbed) -> RealNode:
+    assert bed.real_node is not None
+    return bed.real_node
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_run_and_its_chaincode_live_through_a(built: Built, tmp_path: Path, fault: str) -> None:
+    """`run` lives on, its container is the one from before with no restart, nothing
+    registers twice, and `run` still follows its pod: deleting it ends `run` with an error."""
     with FakePeer(tls=True, host=built.bed.host_address) as peer:
         launch = Launch(built, peer, tmp_path)
-        before, _ = container_of(chaincode_pod(admin, built.namespace))
-        assert built.bed.real_node is not None
-        built.bed.real_node.restart_kubelet()
-        assert_still_running(admin, built, launch, before)
-        assert peer.registered() == [launch.chaincode_id]  # no second registration
-        # And `run` still follows the pod: deleting it ends `run`, as the peer must notice.
-        admin.delete(Pod, chaincode_pod(admin, built.namespace)["metadata"]["name"],
-                     namespace=built.namespace)  # fmt: skip
+        with contextlib.closing(built.bed.control_plane.client()) as admin:
+            before = container_of(chaincode_pod(admin, built.namespace))
+        FAULTS[fault](built.bed)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert launch.run.process.poll() is None, launch.run.stderr
+            time.sleep(0.5)
+        # A client of its own: the API server may have restarted under the one before.
+        with contextlib.closing(built.bed.control_plane.client()) as admin:
+            pod = chaincode_pod(admin, built.namespace)
+            assert pod["status"]["phase"] == "Running"
+            assert container_of(pod) == (before[0], 0)
+            assert peer.registered() == [launch.chaincode_id]
+            admin.delete(Pod, pod["metadata"]["name"], namespace=built.namespace)
         assert launch.run.process.wait(60) != 0
         assert "error" in launch.run.stderr.splitlines()[-1]
-
-
-def test_a_containerd_restart_leaves_the_chaincode_and_run_running(
-    built: Built, admin: Client, tmp_path: Path
-) -> None:
-    with FakePeer(tls=True, host=built.bed.host_address) as peer:
-        launch = Launch(built, peer, tmp_path)
-        before, _ = container_of(chaincode_pod(admin, built.namespace))
-        assert built.bed.real_node is not None
-        built.bed.real_node.restart_containerd()
-        assert_still_running(admin, built, launch, before)
-        assert launch.run.stop() != 0
-        assert "stopped by SIGTERM" in launch.run.stderr
-
-
-def test_an_api_server_restart_leaves_run_following_its_pod(
-    built: Built, admin: Client, tmp_path: Path
-) -> None:
-    with FakePeer(tls=True, host=built.bed.host_address) as peer:
-        launch = Launch(built, peer, tmp_path)
-        before, _ = container_of(chaincode_pod(admin, built.namespace))
-        built.bed.control_plane.restart_apiserver(down_seconds=3)
-        fresh = built.bed.control_plane.client()
-        try:
-            assert_still_running(fresh, built, launch, before)
-        finally:
-            fresh.close()
-        assert launch.run.stop() != 0
-        assert "stopped by SIGTERM" in launch.run.stderr

@@ -21,12 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    testbed = Testbed(tmp_path_factory.mktemp("realnode-fabric"), node="kubelet")
-    testbed.start()
-    try:
+    with Testbed(tmp_path_factory.mktemp("realnode-fabric"), node="kubelet") as testbed:
         yield testbed
-    finally:
-        testbed.stop()
 
 
 @pytest.fixture

@@ -29,12 +29,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    testbed = Testbed(tmp_path_factory.mktemp("realnode"), node="kubelet")
-    testbed.start()
-    try:
+    with Testbed(tmp_path_factory.mktemp("realnode"), node="kubelet") as testbed:
         yield testbed
-    finally:
-        testbed.stop()
 
 
 @pytest.fixture
