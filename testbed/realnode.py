@@ -26,7 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,7 +50,6 @@ HOST_LOCK = Path("/run/k8scc-realnode.lock")
 # containerd's root (content, unpacked images) outlives a node, as on a real machine, so that a
 # warm start imports nothing; the host lock keeps it to one node at a time.
 IMPORTED = "k8scc-imported.json"
-SYSTEM_PATH = tools.SYSTEM_PATH
 STATE_PREFIX = "k8scc-node-"
 STATE_PARENT = Path("/tmp")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI containers
@@ -214,7 +213,7 @@ class RealNode:
         config = root / "config.toml"
         config.write_text(self._containerd_config(root))
         # containerd finds its shim on PATH, and the shim finds runc by BinaryName.
-        env = {"PATH": f"{bin_dir}:{SYSTEM_PATH}"}
+        env = {"PATH": f"{bin_dir}:{tools.SYSTEM_PATH}"}
         self._spawn("containerd", [str(bin_dir / "containerd"), "--config", str(config)], env)
         deadline = time.monotonic() + timeout
         while True:
@@ -344,7 +343,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         self._spawn_kubelet(timeout)
 
     def _spawn_kubelet(self, timeout: float) -> None:
-        self._spawn("kubelet", self._kubelet_argv, {"PATH": SYSTEM_PATH})
+        self._spawn("kubelet", self._kubelet_argv, {"PATH": tools.SYSTEM_PATH})
         self._wait_ready(timeout)
 
     # -- faults --------------------------------------------------------------------------------
@@ -377,7 +376,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             f"    ready {NODE_IP}:{free_port()}\n"
             f"}}\n"
         )
-        self._spawn("coredns", [str(binary), "-conf", str(corefile)], {"PATH": SYSTEM_PATH})
+        self._spawn("coredns", [str(binary), "-conf", str(corefile)], {"PATH": tools.SYSTEM_PATH})
         deadline = time.monotonic() + timeout
         while not _answers_dns(NODE_IP):
             self._check_alive("coredns")
@@ -543,27 +542,20 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 # -- the host's state ----------------------------------------------------------------------------
 
 
-def _pids_naming(prefix: str) -> list[int]:
-    """Processes with an argument that contains `prefix`."""
+def _pids(matches: Callable[[list[str]], bool]) -> list[int]:
+    """Processes whose argument list `matches` accepts."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-                if any(prefix in argument for argument in arguments):
+                if matches(arguments):
                     pids.append(int(entry.name))
     return pids
 
 
 def _pids_with_argument(argument: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if argument in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"):
-                pids.append(int(entry.name))
-    return pids
+    return _pids(lambda arguments: argument in arguments)
 
 
 def _answers_dns(server: str) -> bool:
@@ -723,7 +715,7 @@ def leftovers(before: HostState, workdir: Path) -> list[str]:
     found += [f"directory {state}" for state in new_states]
     # The kubelet, containerd and CoreDNS all name the node's state directory in their arguments.
     state_prefix = str(STATE_PARENT / STATE_PREFIX)
-    for pid in _pids_naming(state_prefix):
+    for pid in _pids(lambda arguments: any(state_prefix in a for a in arguments)):
         found.append(f"process {pid}")
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         found.append(f"network device {BRIDGE}")
