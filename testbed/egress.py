@@ -9,10 +9,11 @@ on the host, so pods need no upstream DNS.
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import socketserver
 import threading
+
+from testbed.relay import splice
 
 REGISTRIES = frozenset(
     {
@@ -47,29 +48,20 @@ class _Handler(socketserver.StreamRequestHandler):
             self._reply("502 Bad Gateway")
             return
         with upstream:
+            upstream.settimeout(None)
             self._reply("200 Connection Established")
-            self._splice(upstream)
+            splice(self.connection, upstream)
 
     def _reply(self, status: str) -> None:
         self.wfile.write(f"HTTP/1.1 {status}\r\n\r\n".encode())
         self.wfile.flush()
 
-    def _splice(self, upstream: socket.socket) -> None:
-        ends = [self.connection, upstream]
-        while True:
-            readable, _, _ = select.select(ends, [], [], 300)
-            if not readable:
-                return
-            for end in readable:
-                data = end.recv(65536)
-                if not data:
-                    return
-                (upstream if end is self.connection else self.connection).sendall(data)
-
 
 class EgressProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default of 5 drops the SYNs of concurrent builds' connection bursts.
+    request_queue_size = 256
 
     def __init__(self, address: str, allowed: frozenset[str] = REGISTRIES) -> None:
         super().__init__((address, 0), _Handler)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 from collections.abc import Iterator
 
@@ -38,3 +40,21 @@ def test_only_https_ports_and_connect_are_served(proxy: EgressProxy) -> None:
     assert ask(proxy, "CONNECT 127.0.0.1:80 HTTP/1.1\r\n\r\n").startswith("HTTP/1.1 403")
     assert ask(proxy, "GET http://127.0.0.1/ HTTP/1.1\r\n\r\n").startswith("HTTP/1.1 405")
     assert proxy.refused == ["127.0.0.1:80"]
+
+
+def test_a_burst_of_connections_waits_in_the_accept_queue() -> None:
+    """Concurrent builds open dozens of connections at once: beyond the accept queue a SYN is
+    dropped and the client waits seconds to retry (npm stalled a build that way)."""
+    server = EgressProxy("127.0.0.1")  # listening, not yet accepting
+    host, port = server.server_address[:2]
+    with contextlib.ExitStack() as stack:
+        pending = []
+        for _ in range(64):
+            client = stack.enter_context(socket.socket())
+            client.setblocking(False)
+            client.connect_ex((str(host), port))
+            pending.append(client)
+        # The handshake completes at once on loopback unless the SYN was dropped.
+        _, connected, _ = select.select([], pending, [], 0.5)
+        assert len(connected) == len(pending)
+    server.server_close()

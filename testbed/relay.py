@@ -1,0 +1,65 @@
+"""TCP relays for the real node's pod network, which reaches the host at the bridge address
+only: the API server, listening on loopback, is relayed there for pods that talk to it (a peer
+in a pod, say), as a cluster's Service address would route it."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import socketserver
+import threading
+
+
+def splice(one: socket.socket, other: socket.socket, idle: float = 300) -> None:
+    """Copies bytes both ways until either end closes or both stay silent for `idle` s."""
+    ends = [one, other]
+    while True:
+        readable, _, _ = select.select(ends, [], [], idle)
+        if not readable:
+            return
+        for end in readable:
+            data = end.recv(65536)
+            if not data:
+                return
+            (other if end is one else one).sendall(data)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: TcpRelay
+
+    def handle(self) -> None:
+        try:
+            upstream = socket.create_connection(self.server.upstream, timeout=10)
+        except OSError:
+            return
+        with upstream:
+            upstream.settimeout(None)
+            splice(self.request, upstream)
+
+
+class TcpRelay(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: str, upstream: tuple[str, int]) -> None:
+        super().__init__((address, 0), _Handler)
+        self.upstream = upstream
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        with contextlib.suppress(OSError):
+            self.server_close()
