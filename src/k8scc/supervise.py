@@ -30,9 +30,11 @@ STUCK_REASONS = frozenset(
 # A pull can fail for a while (a registry's rate limit, a network blip) and then work; only
 # an image the registry says is not there, or not ours to pull, is stuck.
 PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
+# Pull failures that waiting does not mend. "no such host" is a registry name that does not
+# exist (NXDOMAIN); a resolver that does not answer says "i/o timeout" instead.
 MISSING_IMAGE = re.compile(
     r"not found|manifest unknown|name unknown|repository does not exist|access denied"
-    r"|unauthorized",
+    r"|unauthorized|no such host",
     re.IGNORECASE,
 )
 
@@ -161,7 +163,9 @@ class Supervisor:
                 raise item
             if item is not None:
                 kind, pod = item
-                if kind == "DELETED":
+                # A deleted pod's container is stopped gracefully before the pod goes, so its
+                # exit would otherwise read as the chaincode failing.
+                if kind == "DELETED" or pod.get("metadata", {}).get("deletionTimestamp"):
                     raise K8sccError(f"pod {self.name} was deleted")
                 if pod.get("status", {}).get("phase", "") != phase:
                     phase = pod["status"]["phase"]

@@ -176,6 +176,13 @@ MISSING = waiting(
     'failed to pull and unpack image "example.com/cc:none": failed to resolve reference'
     ' "example.com/cc:none": example.com/cc:none: not found',
 )
+# containerd's words when the registry's name does not exist (NXDOMAIN), as on a real node.
+NO_SUCH_REGISTRY = waiting(
+    "ErrImagePull",
+    'failed to pull and unpack image "registry.invalid/cc:1.0": failed to resolve image: failed'
+    ' to do request: Head "https://registry.invalid/v2/cc/manifests/1.0": dial tcp: lookup'
+    " registry.invalid on 10.255.255.53:53: no such host",
+)
 BACKING_OFF = waiting("ImagePullBackOff", 'Back-off pulling image "example.com/cc:none"')
 
 
@@ -228,10 +235,23 @@ def test_a_state_that_can_pass_is_reported_and_waited_out(
     assert "pod cannot start yet: " in log
 
 
+@pytest.mark.parametrize(
+    "missing", [MISSING, NO_SUCH_REGISTRY], ids=["no such image", "no such registry"]
+)
 def test_a_missing_image_fails_after_timeouts_stuck_also_while_backing_off(
-    tmp_path: Path,
+    tmp_path: Path, missing: dict[str, Any]
 ) -> None:
-    log, outcome = wait_through(tmp_path, [MISSING, BACKING_OFF], stuck=0.5)
+    log, outcome = wait_through(tmp_path, [missing, BACKING_OFF], stuck=0.5)
     assert isinstance(outcome, K8sccError), log
     assert str(outcome).startswith(f"pod {NAME} cannot start: ImagePullBackOff: ")
     assert log.count("pod cannot start yet: ") == 2  # each state change is reported
+
+
+def test_a_pod_being_deleted_by_someone_else_is_reported_as_deleted(tmp_path: Path) -> None:
+    """A kubelet stops a deleted pod's container gracefully, so the container's exit (the
+    chaincode's own code for SIGTERM) is seen before the pod goes: the deletion is the news."""
+    deleting = pod({"running": {}}, "Running", "10")
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-03T05:00:09Z"
+    log, outcome = wait_through(tmp_path, [deleting], stuck=0.5)
+    assert isinstance(outcome, K8sccError), log
+    assert str(outcome) == f"pod {NAME} was deleted"
