@@ -143,7 +143,9 @@ def test_kustomize_builds_the_base_and_the_overlay(
     )
     namespace = one(overlay, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert peer_container(one(overlay, "StatefulSet"))["image"].endswith("/k8scc-peer:3.1")
+    assert peer_container(one(overlay, "StatefulSet"))["image"].endswith(
+        "/k8scc-peer:3.1.1-k8scc0.1.0"
+    )
     assert one(overlay, "PersistentVolumeClaim")["spec"]["storageClassName"] == "nfs-client"
     # A changed configuration gets a new ConfigMap name, so the peer pods roll.
     assert (
