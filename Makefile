@@ -38,7 +38,7 @@ cluster: setup binaries
 e2e: setup binaries
 	@$(UV) run --frozen pytest -m e2e $(PYTEST_ARGS)
 
-# A control plane and node agent to explore by hand; prints the kubeconfig path.
+# A control plane and real node to explore by hand; prints the kubeconfig path.
 testbed: setup
 	@$(UV) run --frozen python -m testbed
 

@@ -1,11 +1,12 @@
 """Fabric's build command for a platform run directly on the host, as the builder pod runs it.
 
-Test-bed images are overlays of the host userland, so the host has the pod's toolchain. The
-pod sees its image's files, `/chaincode/input` and `/chaincode/output`; here they all live below
-a root directory, the script's absolute `/chaincode/...` paths are moved below it, and the
-overlays' own scripts find it through K8SCC_FSROOT. The environment is the pod's: the node
-agent's PATH, HOME on an empty directory (so Go's module and build caches, npm's cache and
-Maven's repository all start empty, as in the pod's emptyDir), and the configured build env.
+The host has the images' toolchains (Go, Node.js, a JDK with Maven); bench/hostimages holds
+host-native stand-ins for the scripts the nodeenv and javaenv images carry. The pod sees its
+image's files, `/chaincode/input` and `/chaincode/output`; here they all live below a root
+directory, the script's absolute `/chaincode/...` paths are moved below it, and the stand-in
+scripts find it through K8SCC_FSROOT. The environment is the pod's: the host's system PATH with
+Go, HOME on an empty directory (so Go's module and build caches, npm's cache and Maven's
+repository all start empty, as in the pod's emptyDir), and the configured build env.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 
 from k8scc.config import Config
 from k8scc.platforms import Platform
+from testbed import tools
+
+OVERLAYS = Path(__file__).resolve().parent / "hostimages"
+PATH = tools.host_path()
 
 # `/chaincode/` starting a path, not inside one such as `k8scc.test/samples/chaincode/go`.
 _ABSOLUTE = re.compile(r"(?<![\w.-])/chaincode/")
@@ -43,6 +48,13 @@ def build_env(config: Config, platform: Platform, home: Path) -> dict[str, str]:
         **config.build_env,
         **settings.build_env,
     }
+
+
+def overlay(image: str) -> Path | None:
+    """The stand-in scripts of a Fabric image (`hyperledger/fabric-nodeenv:2.5`), if any."""
+    name = image.rsplit("/", 1)[-1].split(":", maxsplit=1)[0].removeprefix("fabric-")
+    directory = OVERLAYS / name
+    return directory if directory.is_dir() else None
 
 
 def prepare(

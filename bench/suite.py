@@ -27,8 +27,7 @@ from k8scc import names
 from k8scc.buildinfo import BuildInfo
 from k8scc.platforms import PLATFORMS
 from k8scc.transfer import VolumeTransfer
-from testbed.cluster import Testbed, default_images
-from testbed.node import DEFAULT_PATH
+from testbed.cluster import Testbed
 from tests.support.builder import (
     SAMPLE_PATHS,
     Builder,
@@ -221,8 +220,8 @@ class Bench:
             SAMPLE_PATHS[platform],
             source,
             root / "fs",
-            default_images().get(settings.build_image),
-            DEFAULT_PATH,
+            hostbuild.overlay(settings.build_image),
+            hostbuild.PATH,
         )
         with (root / "build.log").open("wb") as log:
             started = time.monotonic()
@@ -283,7 +282,7 @@ class Bench:
             source,
             workdir / "fs",
             None,
-            DEFAULT_PATH,
+            hostbuild.PATH,
         )
         del build.env["HOME"]  # the host's own, with its caches
         env = {**_host_env(), **build.env}
@@ -303,7 +302,7 @@ class Bench:
         tiny = tiny_node_package(self.scratch("tiny"))
         launch_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
         build_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
-        with FakePeer(tls=True) as peer:
+        with FakePeer(tls=True, host=self.testbed.host_address) as peer:
             for run in range(self.settings.runs):
                 for key in stats.interleaved(run, "empty", "busy"):
                     space = empty if key == "empty" else busy
@@ -393,7 +392,9 @@ class Bench:
         space = self.space("many")
         levels = self.settings.concurrency
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in levels}
-        with FakePeer(tls=True, max_streams=max(levels) + 8) as peer:
+        with FakePeer(
+            tls=True, max_streams=max(levels) + 8, host=self.testbed.host_address
+        ) as peer:
             for run in range(self.settings.runs):
                 order = levels if run % 2 == 0 else tuple(reversed(levels))
                 for count in order:

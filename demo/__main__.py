@@ -1,5 +1,6 @@
-"""`make demo`: start the test bed and a Fabric 3.1 network whose peer uses k8scc, deploy the
-Go sample, invoke and query it, and show what ran where. `--keep` leaves it all running."""
+"""`make demo`: start the test bed (a real kubelet and containerd) and a Fabric 3.1 network
+whose peer runs in a pod deployed from deploy/, with k8scc inside it; deploy the Go sample,
+invoke and query it, and show what ran where. `--keep` leaves it all running."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from pathlib import Path
 
 from lightkube.resources.core_v1 import Pod
 
-from testbed import binaries
+from testbed import binaries, realnode
 from testbed.cluster import Testbed
 from testbed.fabric import FabricNetwork
-from testbed.k8scc_setup import REPO, k8scc_network
+from testbed.k8scc_setup import REPO
+from testbed.peer_pod import POD, PeerPod
 
 NAMESPACE = "fabric"
 SAMPLE = REPO / "samples" / "chaincode" / "go"
@@ -42,7 +44,8 @@ def report(network: FabricNetwork, timings: dict[str, float], results: dict[str,
     log = network.peer_log()
     say()
     say("k8scc demo — what ran where")
-    say(f"  Fabric {network.version} peer and orderer: native processes on 127.0.0.1")
+    say(f"  Fabric {network.version} peer: pod {POD} at {network.peer_address}, from deploy/base")
+    say(f"  Fabric orderer: a native process on the node address {realnode.NODE_IP}")
     say(f"  Kubernetes namespace {NAMESPACE!r} (PodSecurity restricted), as ServiceAccount k8scc")
     for name in pods_of(log, "ccbuild"):
         say(f"  builder pod   {name}  (ran Fabric's Go build, then was deleted)")
@@ -80,7 +83,7 @@ def explore(testbed: Testbed, network: FabricNetwork) -> None:
     say(f"  kubectl -n {NAMESPACE} get pods   # any kubectl works against the test bed")
     say(f"  export PATH={network.bin_dir}:$PATH {exports}")
     say(f'  peer chaincode query -C {network.channel} -n basic -c \'{{"Args":["GetAllAssets"]}}\'')
-    say(f"  peer log: {network.peer_log_path}")
+    say(f"  kubectl -n {NAMESPACE} logs {POD}   # the peer's log, k8scc's lines among it")
     say("Stop it with Ctrl-C here.")
 
 
@@ -90,26 +93,41 @@ def main() -> None:
     args = parser.parse_args()
     timings: dict[str, float] = {}
     started = step("building or reusing binaries (minutes on a cold cache)")
-    for component in (binaries.ETCD, binaries.KUBE, binaries.FABRIC["3.1"]):
+    for component in (
+        binaries.ETCD,
+        binaries.KUBE,
+        binaries.KUBECTL,
+        binaries.NODE,
+        binaries.CONTAINERD,
+        binaries.COREDNS,
+        binaries.PAUSE,
+        binaries.FABRIC["3.1"],
+    ):
         binaries.ensure(component)
     timings["binaries ready"] = time.monotonic() - started
 
     workdir = Path(tempfile.mkdtemp(prefix="k8scc-demo-"))
-    started = step(f"starting the test bed in {workdir}")
+    started = step(f"starting the test bed in {workdir} (images: minutes on a cold cache)")
     testbed = Testbed(workdir / "testbed")
     testbed.start()
     network: FabricNetwork | None = None
     try:
         control_plane = testbed.control_plane
         control_plane.create_namespace(NAMESPACE)
-        transfer = workdir / "transfer"
-        transfer.mkdir(mode=0o777)
-        transfer.chmod(0o777)
-        control_plane.create_local_volume(NAMESPACE, "transfer", transfer)
-        timings["test bed up (API server, node agent)"] = time.monotonic() - started
+        timings["test bed up (API server, kubelet)"] = time.monotonic() - started
 
-        started = step("starting a Fabric 3.1 orderer and peer with k8scc as external builder")
-        network = k8scc_network(testbed, NAMESPACE, transfer, workdir)
+        started = step("starting a Fabric 3.1 orderer, and the peer in a pod with k8scc inside")
+        settings = (
+            {"buildEnv": {"HTTPS_PROXY": testbed.egress_proxy}} if testbed.egress_proxy else {}
+        )
+        launcher = PeerPod(testbed, NAMESPACE, workdir / "peer", settings)
+        network = FabricNetwork(
+            workdir / "fabric",
+            "3.1",
+            builders=[],
+            chaincode_host=testbed.host_address,
+            peer_launcher=launcher,
+        )
         network.start()
         timings["Fabric network up, channel joined"] = time.monotonic() - started
 

@@ -1,2 +1,2 @@
-"""A real Kubernetes control plane (etcd, kube-apiserver) and a node agent that runs pods as
-Linux processes, for k8scc's tests and for exploring by hand (`make testbed`)."""
+"""A real Kubernetes control plane and node (kubelet, containerd, runc) with images that behave
+like Fabric's, for k8scc's tests and for exploring by hand (`make testbed`)."""

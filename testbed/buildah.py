@@ -37,10 +37,19 @@ def _key(context: Path, name: str, arguments: dict[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def build(context: Path, name: str, bases: dict[str, Path]) -> Path:
-    """The image of `context`/Dockerfile as an OCI archive; `bases` maps build arguments to
-    the OCI archives they stand for."""
-    arguments = {argument: f"oci-archive:{archive}" for argument, archive in bases.items()}
+def build(
+    context: Path,
+    name: str,
+    bases: dict[str, Path],
+    arguments: dict[str, str] | None = None,
+    dockerfile: Path | None = None,
+) -> Path:
+    """The image of `dockerfile` (default `context`/Dockerfile) as an OCI archive; `bases`
+    maps build arguments to the OCI archives they stand for, `arguments` gives the others."""
+    arguments = {
+        **(arguments or {}),
+        **{argument: f"oci-archive:{archive}" for argument, archive in bases.items()},
+    }
     slug = oci.reference(name).replace("/", "_").replace(":", "-")
     target = cache_root() / "images" / f"{slug}-{_key(context, name, arguments)}.tar"
 
@@ -48,6 +57,7 @@ def build(context: Path, name: str, bases: dict[str, Path]) -> Path:
         print(f"testbed: building image {name} from {context}", file=sys.stderr, flush=True)
         argv = [BUILDAH, *_store(), "build", "--isolation=chroot", "--quiet", f"--tag={name}"]
         argv += [f"--build-arg={key}={value}" for key, value in arguments.items()]
+        argv += [f"--file={dockerfile}"] if dockerfile else []
         _buildah([*argv, str(context)])
         _buildah([BUILDAH, *_store(), "push", name, f"oci-archive:{staging}:{oci.reference(name)}"])
         _buildah([BUILDAH, *_store(), "rmi", "--all", "--force"])

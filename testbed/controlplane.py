@@ -86,10 +86,12 @@ class ControlPlane:
     workdir: Path
     with_controller_manager: bool = True
     # A real kubelet needs the node lifecycle controller (it lifts the not-ready taint) and a
-    # scheduler; the test bed's own node agent binds pods itself and reports no heartbeats.
+    # scheduler; a control plane alone (tests of the API server's own behaviour) needs neither.
     real_node: bool = False
     # Every request's metadata in audit.log (benchmarks count k8scc's API load from it).
     audit: bool = False
+    # Further addresses the API server's certificate is valid for (where pods reach it).
+    api_addresses: tuple[str, ...] = ()
     api_port: int = 0
     _etcd_url: str = ""
     _ca: trustme.CA | None = None
@@ -141,6 +143,7 @@ class ControlPlane:
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
+            *self.api_addresses,
             common_name="kube-apiserver",
         )
         serving.cert_chain_pems[0].write_to_path(str(pki / "apiserver.crt"))

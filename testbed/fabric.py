@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import yaml
 
@@ -92,6 +92,21 @@ def _implicit(rule: str) -> dict[str, str]:
     return {"Type": "ImplicitMeta", "Rule": rule}
 
 
+class PeerLauncher(Protocol):
+    """Runs the peer somewhere other than a host process (testbed.peer_pod: in a pod)."""
+
+    # Names the peer's TLS certificate is issued for; the CLI checks the first.
+    tls_names: tuple[str, ...]
+
+    def start(self, network: FabricNetwork, timeout: float) -> str:
+        """Starts the peer of `network`; returns the host:port the CLI reaches it at."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def log(self) -> str: ...
+
+
 @dataclass
 class _Process:
     name: str
@@ -108,7 +123,9 @@ class FabricNetwork:
     dials the orderer with its own TLS setting); the Raft cluster listener keeps TLS because
     etcdraft requires it. `peer_env` is added to the peer's otherwise minimal environment, e.g.
     the variables a builder's `propagateEnvironment` names. `chaincode_host` is where the peer
-    listens for chaincode: where pods reach the host (testbed.cluster.Testbed.host_address).
+    listens for chaincode: where pods reach the host (testbed.cluster.Testbed.host_address);
+    the orderer listens there too, for a peer in a pod. `peer_launcher` runs the peer instead
+    of a host process, from the crypto material and channel this network makes.
     """
 
     def __init__(
@@ -120,6 +137,7 @@ class FabricNetwork:
         peer_env: Mapping[str, str] | None = None,
         channel: str = CHANNEL,
         chaincode_host: str = "127.0.0.1",
+        peer_launcher: PeerLauncher | None = None,
     ) -> None:
         if version not in binaries.FABRIC:
             raise ValueError(f"unknown Fabric version {version!r}; known: {list(binaries.FABRIC)}")
@@ -131,21 +149,19 @@ class FabricNetwork:
         self.peer_env = dict(peer_env or {})
         self.channel = channel
         self.chaincode_host = chaincode_host
+        self.peer_launcher = peer_launcher
         self.bin_dir = Path()
         self._processes: dict[str, _Process] = {}
         ports = free_ports(7)
         self.orderer_port, self.cluster_port, self.admin_port, self.orderer_ops_port = ports[:4]
         self.peer_port, self.chaincode_port, self.peer_ops_port = ports[4:]
+        self.peer_address = f"127.0.0.1:{self.peer_port}"
 
     # -- layout ---------------------------------------------------------------------------------
 
     @property
     def orderer_address(self) -> str:
-        return f"127.0.0.1:{self.orderer_port}"
-
-    @property
-    def peer_address(self) -> str:
-        return f"127.0.0.1:{self.peer_port}"
+        return f"{self.chaincode_host}:{self.orderer_port}"
 
     @property
     def chaincode_address(self) -> str:
@@ -196,6 +212,8 @@ class FabricNetwork:
         return self.workdir / "logs" / "orderer.log"
 
     def peer_log(self) -> str:
+        if self.peer_launcher is not None:
+            return self.peer_launcher.log()
         return self.peer_log_path.read_text(errors="replace") if self.peer_log_path.exists() else ""
 
     def builder_output(self, limit: int = 60) -> str:
@@ -230,7 +248,11 @@ class FabricNetwork:
             self._generate_crypto()
             self._write_genesis_block()
             self._start_orderer(sampleconfig, timeout)
-            self._start_peer(sampleconfig, timeout)
+            self._write_core_yaml(sampleconfig)
+            if self.peer_launcher is not None:
+                self.peer_address = self.peer_launcher.start(self, timeout)
+            else:
+                self._start_peer(timeout)
             self._join_peer(timeout)
         except BaseException:
             self.stop()
@@ -238,6 +260,8 @@ class FabricNetwork:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stops the peer, then the orderer: SIGTERM to each PID, SIGKILL after `timeout`."""
+        if self.peer_launcher is not None:
+            self.peer_launcher.stop()
         for name in ("peer", "orderer"):
             process = self._processes.pop(name, None)
             if process is None:
@@ -276,7 +300,8 @@ class FabricNetwork:
         return result.stdout
 
     def _generate_crypto(self) -> None:
-        sans = ["127.0.0.1", "localhost"]
+        sans = sorted({"127.0.0.1", "localhost", self.chaincode_host})
+        launched = list(self.peer_launcher.tls_names) if self.peer_launcher else []
         config = {
             "OrdererOrgs": [
                 {
@@ -291,7 +316,7 @@ class FabricNetwork:
                     "Name": "Org1",
                     "Domain": PEER_DOMAIN,
                     "EnableNodeOUs": True,
-                    "Template": {"Count": 1, "SANS": sans},
+                    "Template": {"Count": 1, "SANS": sans + launched},
                     "Users": {"Count": 1},
                 }
             ],
@@ -421,11 +446,13 @@ class FabricNetwork:
         url = f"http://127.0.0.1:{port}/healthz"
         wait_http_ok(process.name, url, timeout, lambda: self._check_alive(process))
 
-    def _wait_port(self, process: _Process, port: int, timeout: float) -> None:
+    def _wait_port(
+        self, process: _Process, port: int, timeout: float, host: str = "127.0.0.1"
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive(process)
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 1):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{process.name} not listening on {port} after {timeout} s")
@@ -449,7 +476,7 @@ class FabricNetwork:
         config: dict[str, Any] = yaml.safe_load((sampleconfig / "orderer.yaml").read_text())
         tls = self.orderer_node_dir / "tls"
         general = config["General"]
-        general["ListenAddress"] = "127.0.0.1"
+        general["ListenAddress"] = self.chaincode_host
         general["ListenPort"] = self.orderer_port
         general["LocalMSPID"] = ORDERER_MSPID
         general["LocalMSPDir"] = str(self.orderer_node_dir / "msp")
@@ -496,7 +523,7 @@ class FabricNetwork:
         self._wait_healthy(process, self.orderer_ops_port, timeout)
         # The operations server is up first; the admin and client listeners follow.
         self._wait_port(process, self.admin_port, timeout)
-        self._wait_port(process, self.orderer_port, timeout)
+        self._wait_port(process, self.orderer_port, timeout, self.chaincode_host)
         self._tool(
             "osnadmin",
             "channel",
@@ -549,11 +576,14 @@ class FabricNetwork:
         config["operations"]["listenAddress"] = f"127.0.0.1:{self.peer_ops_port}"
         return config
 
-    def _start_peer(self, sampleconfig: Path, timeout: float) -> None:
+    def _write_core_yaml(self, sampleconfig: Path) -> None:
+        """The host peer's configuration, which the CLI reads too."""
         self.peer_config_dir.mkdir(parents=True, exist_ok=True)
         (self.peer_config_dir / "core.yaml").write_text(
             yaml.safe_dump(self.core_config(sampleconfig), sort_keys=False)
         )
+
+    def _start_peer(self, timeout: float) -> None:
         tmp = self.workdir / "peer" / "tmp"
         tmp.mkdir(exist_ok=True)
         # Deliberately minimal: builders see only what propagateEnvironment names, and tests
@@ -598,6 +628,9 @@ class FabricNetwork:
             CORE_PEER_TLS_ENABLED="true" if self.peer_tls else "false",
             CORE_PEER_TLS_ROOTCERT_FILE=str(self.peer_tls_ca),
         )
+        if self.peer_launcher is not None:
+            # The CLI dials the pod's address; the certificate names the pod's DNS name.
+            env["CORE_PEER_TLS_SERVERHOSTOVERRIDE"] = self.peer_launcher.tls_names[0]
         return env
 
     def peer_cli(

@@ -41,7 +41,7 @@ CHAINCODE_JAVA = Path("/root/chaincode-java")
 HOST_CAS = Path("/usr/local/share/ca-certificates")
 
 
-def _host_cas() -> dict[str, oci.File]:
+def host_cas() -> dict[str, oci.File]:
     found = sorted(HOST_CAS.glob("*.crt")) if HOST_CAS.is_dir() else []
     return {f"{HOST_CAS}/{path.name}": oci.File(path, 0o644) for path in found}
 
@@ -63,7 +63,7 @@ def ccenv(name: str) -> oci.Image:
     return oci.Image(
         name=name,
         base=oci.Debian("bookworm", ("gcc", "libc6-dev", "ca-certificates")),
-        files=_host_cas(),
+        files=host_cas(),
         trees={"/usr/local/go": _go_tree()},
         users=(CHAINCODE,),
         directories={
@@ -73,7 +73,7 @@ def ccenv(name: str) -> oci.Image:
         },
         user="chaincode",
         env=(f"PATH=/usr/local/go/bin:{SYSTEM_PATH}",),
-        prepare=_trust_host_cas,
+        prepare=trust_host_cas,
         prepared="update-ca-certificates",
     )
 
@@ -103,7 +103,7 @@ def nodeenv(name: str) -> oci.Image:
         files={
             "/chaincode/build.sh": oci.File(scripts / "build.sh"),
             "/chaincode/start.sh": oci.File(scripts / "start.sh"),
-            **_host_cas(),
+            **host_cas(),
         },
         users=(NODE,),
         directories={
@@ -114,14 +114,14 @@ def nodeenv(name: str) -> oci.Image:
         },
         # Node.js keeps a CA list of its own unless told of the system's.
         env=(f"PATH={SYSTEM_PATH}", "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"),
-        prepare=_trust_host_cas,
+        prepare=trust_host_cas,
         prepared="update-ca-certificates",
     )
 
 
 def javaenv(name: str) -> oci.Image:
     scripts = SCRIPTS / "javaenv"
-    files = _host_cas() | {
+    files = host_cas() | {
         f"{CHAINCODE_JAVA}/{path.relative_to(scripts)}": oci.File(
             path, 0o755 if path.stat().st_mode & 0o100 else 0o644
         )
@@ -159,7 +159,7 @@ def _maven_tree() -> oci.Tree:
     return oci.Tree(unpacked, MAVEN_VERSION)
 
 
-def _trust_host_cas(rootfs: Path) -> None:
+def trust_host_cas(rootfs: Path) -> None:
     oci.chroot(rootfs, "update-ca-certificates", "adding the host's certificate authorities")
 
 
@@ -174,7 +174,7 @@ def _prepare_javaenv(rootfs: Path) -> None:
     """Trusts the host's CAs, then builds the Java sample once inside the image, as its
     build.sh would, so that its dependencies and plugins are in /root/.m2; copies the shim's
     jars into lib/."""
-    _trust_host_cas(rootfs)
+    trust_host_cas(rootfs)
     warm = rootfs / "tmp" / "k8scc-warm"
     subprocess.run(["cp", "-R", str(SAMPLES / "java"), str(warm)], check=True)
     maven = f"/root/.m2/wrapper/dists/apache-maven-{MAVEN_VERSION}/bin/mvn -B -q"

@@ -38,8 +38,10 @@ from lightkube.resources.core_v1 import Node, Pod
 from testbed import binaries, oci, tools
 from testbed.controlplane import ControlPlane, free_port, kubeconfig
 from testbed.egress import EgressProxy
+from testbed.relay import TcpRelay
 
 BRIDGE = "k8scc0"
+CNI_NETWORK = "k8scc"
 SUBNET = "10.244.0.0/16"
 NODE_IP = "10.244.0.1"
 CLUSTER_DOMAIN = "cluster.local"
@@ -105,6 +107,7 @@ class RealNode:
     archives: dict[str, Path] = field(default_factory=dict)
     name: str = "k8scc-node"
     egress: EgressProxy | None = None
+    api_relay: TcpRelay | None = None
     _lock: IO[str] | None = None
     _host: HostState | None = None
     _state: Path | None = None
@@ -145,6 +148,8 @@ class RealNode:
             _bridge_up()
             self.egress = EgressProxy(NODE_IP)
             self.egress.start()
+            self.api_relay = TcpRelay(NODE_IP, ("127.0.0.1", self.control_plane.api_port))
+            self.api_relay.start()
             self._start_containerd(containerd_dir, timeout)
             if self._forget_containers(containerd_dir):
                 # containerd's CRI plugin read them at start: start it again without them.
@@ -227,7 +232,7 @@ class RealNode:
     def _cni_config(self) -> dict[str, Any]:
         return {
             "cniVersion": "1.0.0",
-            "name": "k8scc",
+            "name": CNI_NETWORK,
             "plugins": [
                 {
                     "type": "bridge",
@@ -442,6 +447,27 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 raise TimeoutError(f"node {self.name} not Ready; see {self._path('kubelet.log')}")
             time.sleep(0.2)
 
+    # -- what the node holds -------------------------------------------------------------------
+
+    def held(self) -> dict[str, int]:
+        """Counts of what the node's daemons hold and what its pods leave behind, for tests
+        that look for leaks: pod resources return to their level once the pods are gone."""
+        counts = {}
+        for name in ("kubelet", "containerd"):
+            proc = Path(f"/proc/{self._processes[name].popen.pid}")
+            counts[f"{name} fds"] = len(list((proc / "fd").iterdir()))
+            counts[f"{name} threads"] = len(list((proc / "task").iterdir()))
+        addresses = Path("/var/lib/cni/networks") / CNI_NETWORK
+        counts |= {
+            "shims": len(_pids(lambda args: args[0].endswith("containerd-shim-runc-v2"))),
+            "pod directories": _count(self._state_path("kubelet", "root", "pods")),
+            "network namespaces": _count(Path("/run/netns")),
+            "veths": len([d for d in os.listdir("/sys/class/net") if d.startswith("veth")]),
+            "pod addresses": len([f for f in _names(addresses) if f.count(".") == 3]),
+            "pod cgroups": sum(len(list(_walk_dirs(top))) for top in _kube_cgroups()),
+        }
+        return counts
+
     # -- stop ----------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -461,6 +487,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             if self.egress is not None:
                 self.egress.stop()
                 self.egress = None
+            if self.api_relay is not None:
+                self.api_relay.stop()
+                self.api_relay = None
             if self._host is not None:
                 roots = [self.workdir, self.image_store] + ([self._state] if self._state else [])
                 _restore_host(self._host, roots)
@@ -556,6 +585,14 @@ def _pids(matches: Callable[[list[str]], bool]) -> list[int]:
 
 def _pids_with_argument(argument: str) -> list[int]:
     return _pids(lambda arguments: argument in arguments)
+
+
+def _names(directory: Path) -> list[str]:
+    return os.listdir(directory) if directory.is_dir() else []
+
+
+def _count(directory: Path) -> int:
+    return len(_names(directory))
 
 
 def _answers_dns(server: str) -> bool:

@@ -41,3 +41,10 @@ def host_path() -> str:
     """PATH for host processes that run build tools (go, npm, java): the system directories
     plus the Go toolchain's, as Fabric's ccenv image has Go on its PATH."""
     return f"{SYSTEM_PATH}:{go().parent}"
+
+
+def uv() -> Path:
+    """The pinned uv the Makefile installed, which `uv run` names in $UV."""
+    if configured := os.environ.get("UV"):
+        return Path(configured)
+    raise ToolMissingError("no uv: run this through `make` (uv run sets UV)")

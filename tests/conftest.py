@@ -16,6 +16,12 @@ from tests.support.builder import transfer_volume
 _counter = itertools.count(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The host holds one real node at a time and the session's stays up until the end, so
+    tests that start their own go first (the sort is stable: the rest keep their order)."""
+    items.sort(key=lambda item: item.get_closest_marker("own_node") is None)
+
+
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     bed = Testbed(tmp_path_factory.mktemp("testbed"))

@@ -84,7 +84,10 @@ def test_two_peers_share_a_namespace_without_touching_each_others_pods(
     other = make_builder(
         testbed, namespace, volume_dir, tmp_path / "peer1", {"peer": {"id": "peer1.org1"}}
     )
-    with FakePeer(tls=True) as peer0, FakePeer(tls=True) as peer1:
+    with (
+        FakePeer(tls=True, host=testbed.host_address) as peer0,
+        FakePeer(tls=True, host=testbed.host_address) as peer1,
+    ):
         first = launch(builder, golang_output, tmp_path / "a", peer0)
         second = launch(other, golang_output, tmp_path / "b", peer1)
         relaunch: RunningStep | None = None
@@ -152,7 +155,10 @@ def test_a_second_peer_with_the_same_id_is_refused_and_touches_nothing(
         settings = {"peer": {"id": "peer0.org1", "podName": pod_name}}
         peers.append(make_builder(testbed, namespace, volume_dir, tmp_path / pod_name, settings))
     first_builder, second_builder = peers
-    with FakePeer(tls=True) as peer_a, FakePeer(tls=True) as peer_b:
+    with (
+        FakePeer(tls=True, host=testbed.host_address) as peer_a,
+        FakePeer(tls=True, host=testbed.host_address) as peer_b,
+    ):
         first = launch(first_builder, golang_output, tmp_path / "a", peer_a)
         try:
             assert peer_a.wait_registered(CHAINCODE_ID, 60), first.stderr

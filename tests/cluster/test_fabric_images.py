@@ -39,32 +39,26 @@ _counter = itertools.count(1)
 BUILT_FILE = {"golang": "chaincode", "node": "package.json", "java": "chaincode.jar"}
 
 
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    with Testbed(tmp_path_factory.mktemp("fabric-images"), node="kubelet") as testbed:
-        yield testbed
-
-
 @pytest.fixture
-def client(bed: Testbed) -> Iterator[Client]:
-    admin = bed.control_plane.client()
+def client(testbed: Testbed) -> Iterator[Client]:
+    admin = testbed.control_plane.client()
     yield admin
     admin.close()
 
 
-def namespace_for(bed: Testbed, request: pytest.FixtureRequest, enforce: str) -> str:
+def namespace_for(testbed: Testbed, request: pytest.FixtureRequest, enforce: str) -> str:
     name = f"fi-{next(_counter)}-{request.node.name.replace('_', '-')}"[:40].lower()
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
-    bed.control_plane.create_namespace(name, enforce=enforce)
+    testbed.control_plane.create_namespace(name, enforce=enforce)
     return name
 
 
 def builder_in(
-    bed: Testbed, namespace: str, tmp_path: Path, extra: dict[str, Any] | None = None
+    testbed: Testbed, namespace: str, tmp_path: Path, extra: dict[str, Any] | None = None
 ) -> Builder:
-    apply_rbac(bed.control_plane, namespace)
-    volume = transfer_volume(bed.control_plane, namespace, tmp_path / "volume")
-    return make_builder(bed, namespace, volume, tmp_path, extra)
+    apply_rbac(testbed.control_plane, namespace)
+    volume = transfer_volume(testbed.control_plane, namespace, tmp_path / "volume")
+    return make_builder(testbed, namespace, volume, tmp_path, extra)
 
 
 def pod_output(client: Client, namespace: str, name: str, image: str, script: str) -> str:
@@ -98,7 +92,7 @@ def has_terminated(pod: dict[str, Any]) -> bool:
         return False
 
 
-def build_and_register(builder: Builder, bed: Testbed, platform: str, tmp_path: Path) -> str:
+def build_and_register(builder: Builder, testbed: Testbed, platform: str, tmp_path: Path) -> str:
     """Builds the platform's sample and launches it at a fake peer; the build's and the
     run's stderr."""
     source, metadata = package_source(platform, tmp_path)
@@ -107,7 +101,7 @@ def build_and_register(builder: Builder, bed: Testbed, platform: str, tmp_path: 
     built = builder.run("build", source, metadata, output)
     assert built.returncode == 0, built.stderr
     assert (output / "output" / BUILT_FILE[platform]).is_file()
-    with FakePeer(tls=True, host=bed.host_address) as peer:
+    with FakePeer(tls=True, host=testbed.host_address) as peer:
         chaincode_id = f"asset_1.0:{'cd' * 32}"
         run_meta = tmp_path / "run"
         run_meta.mkdir()
@@ -130,9 +124,9 @@ IMAGE_FACTS = "id -u; pwd; command -v mvn gradle || true; echo PATH=$PATH"
 
 
 def test_javaenv_keeps_everything_under_roots_private_home(
-    bed: Testbed, client: Client, request: pytest.FixtureRequest
+    testbed: Testbed, client: Client, request: pytest.FixtureRequest
 ) -> None:
-    ns = namespace_for(bed, request, "baseline")
+    ns = namespace_for(testbed, request, "baseline")
     shown = pod_output(
         client,
         ns,
@@ -151,9 +145,9 @@ def test_javaenv_keeps_everything_under_roots_private_home(
 
 
 def test_go_and_node_images_have_fabrics_users_and_paths(
-    bed: Testbed, client: Client, request: pytest.FixtureRequest
+    testbed: Testbed, client: Client, request: pytest.FixtureRequest
 ) -> None:
-    ns = namespace_for(bed, request, "baseline")
+    ns = namespace_for(testbed, request, "baseline")
     ccenv = pod_output(
         client, ns, "ccenv", "hyperledger/fabric-ccenv:3.1",
         f"{IMAGE_FACTS}; stat -c '%U' /chaincode/input /chaincode/output; go version",
@@ -182,21 +176,21 @@ def test_go_and_node_images_have_fabrics_users_and_paths(
     [("golang", "restricted"), ("node", "restricted"), ("java", "baseline")],
 )
 def test_samples_build_and_register_from_fabrics_image_layouts(
-    bed: Testbed, request: pytest.FixtureRequest, tmp_path: Path, platform: str, enforce: str
+    testbed: Testbed, request: pytest.FixtureRequest, tmp_path: Path, platform: str, enforce: str
 ) -> None:
     """Java's sample has no wrapper of its own: it builds with the image's, offline (pods
     reach no Maven repository), and starts with the image's start script, as root."""
-    ns = namespace_for(bed, request, enforce)
-    stderr = build_and_register(builder_in(bed, ns, tmp_path), bed, platform, tmp_path)
+    ns = namespace_for(testbed, request, enforce)
+    stderr = build_and_register(builder_in(testbed, ns, tmp_path), testbed, platform, tmp_path)
     assert "stopped by SIGTERM" in stderr
 
 
 def test_java_as_uid_500_cannot_use_the_stock_javaenv(
-    bed: Testbed, request: pytest.FixtureRequest, tmp_path: Path
+    testbed: Testbed, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Why Java runs as the image's user: a uid of k8scc's choosing meets /root 0700."""
-    ns = namespace_for(bed, request, "restricted")
-    builder = builder_in(bed, ns, tmp_path, {"platforms": {"java": {"runAsUser": 500}}})
+    ns = namespace_for(testbed, request, "restricted")
+    builder = builder_in(testbed, ns, tmp_path, {"platforms": {"java": {"runAsUser": 500}}})
     source, metadata = package_source("java", tmp_path)
     output = tmp_path / "bld"
     output.mkdir()
@@ -207,10 +201,10 @@ def test_java_as_uid_500_cannot_use_the_stock_javaenv(
 
 
 def test_java_in_a_restricted_namespace_is_refused_in_one_line_and_doctor_says_so_first(
-    bed: Testbed, request: pytest.FixtureRequest, tmp_path: Path
+    testbed: Testbed, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    ns = namespace_for(bed, request, "restricted")
-    builder = builder_in(bed, ns, tmp_path)
+    ns = namespace_for(testbed, request, "restricted")
+    builder = builder_in(testbed, ns, tmp_path)
     doctor = subprocess.run(
         [sys.executable, "-m", "k8scc", "doctor", "--builder-dir", str(builder.directory)],
         env=peer_env(),
@@ -237,11 +231,13 @@ def test_java_in_a_restricted_namespace_is_refused_in_one_line_and_doctor_says_s
 
 
 def test_java_builds_and_registers_under_restricted_with_the_nonroot_recipe(
-    bed: Testbed, request: pytest.FixtureRequest, tmp_path: Path
+    testbed: Testbed, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """images/javaenv-nonroot, built by buildah from the javaenv image, run as uid 500."""
-    ns = namespace_for(bed, request, "restricted")
+    ns = namespace_for(testbed, request, "restricted")
     image = {"buildImage": NONROOT_JAVAENV_IMAGE, "runImage": NONROOT_JAVAENV_IMAGE}
     settings = {"platforms": {"java": {**image, "runAsUser": 500}}}
-    stderr = build_and_register(builder_in(bed, ns, tmp_path, settings), bed, "java", tmp_path)
+    stderr = build_and_register(
+        builder_in(testbed, ns, tmp_path, settings), testbed, "java", tmp_path
+    )
     assert f"building java chaincode in image {NONROOT_JAVAENV_IMAGE}" in stderr

@@ -182,6 +182,7 @@ def test_installed_build_runs_against_the_cluster(
                 "peer": {"id": "peer0.org1.example.com"},
                 "transfer": {"claimName": "transfer", "mountPath": str(volume_dir)},
                 "timeouts": {"stuck": "5s", "start": "60s"},
+                "buildEnv": {"HTTPS_PROXY": testbed.egress_proxy},
             }
         )
     )

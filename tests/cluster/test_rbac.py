@@ -80,7 +80,7 @@ def test_a_step_fails_naming_the_missing_permission(
         testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0", "podName": "peer0"}}
     )
     if resource == "secrets":
-        with FakePeer(tls=True) as peer:
+        with FakePeer(tls=True, host=testbed.host_address) as peer:
             chaincode_id = f"asset_1.0:{'ef' * 32}"
             meta = tmp_path / "run"
             meta.mkdir()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from testbed.cluster import Testbed
-from testbed.realnode import RealNode
 from tests.support.builder import (
     Builder,
     RunningStep,
@@ -40,17 +39,15 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, golang_output: Path) -> Iterator[Built]:
-    """A real node and a builder to launch the session's Go build with (a build output is
-    the same whichever node built it; test_fabric_images builds on the real node)."""
+def built(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory, golang_output: Path) -> Built:
+    """A builder to launch the session's Go build with."""
     workdir = tmp_path_factory.mktemp("realnode-faults")
-    with Testbed(workdir / "bed", node="kubelet") as bed:
-        namespace = "faults"
-        bed.control_plane.create_namespace(namespace)
-        apply_rbac(bed.control_plane, namespace)
-        volume = transfer_volume(bed.control_plane, namespace, workdir / "volume")
-        builder = make_builder(bed, namespace, volume, workdir)
-        yield Built(bed, builder, golang_output, namespace)
+    namespace = "faults"
+    testbed.control_plane.create_namespace(namespace)
+    apply_rbac(testbed.control_plane, namespace)
+    volume = transfer_volume(testbed.control_plane, namespace, workdir / "volume")
+    builder = make_builder(testbed, namespace, volume, workdir)
+    return Built(testbed, builder, golang_output, namespace)
 
 
 class Launch:
@@ -75,15 +72,10 @@ def container_of(pod: dict[str, Any]) -> tuple[str, int]:
 
 
 FAULTS: dict[str, Callable[[Testbed], None]] = {
-    "kubelet restart": lambda bed: real_node(bed).restart_kubelet(),
-    "containerd restart": lambda bed: real_node(bed).restart_containerd(),
+    "kubelet restart": lambda bed: bed.real_node.restart_kubelet(),
+    "containerd restart": lambda bed: bed.real_node.restart_containerd(),
     "API server restart": lambda bed: bed.control_plane.restart_apiserver(down_seconds=3),
 }
-
-
-def real_node(bed: Testbed) -> RealNode:
-    assert bed.real_node is not None
-    return bed.real_node
 
 
 @pytest.mark.parametrize("fault", FAULTS)

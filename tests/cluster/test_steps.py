@@ -41,9 +41,9 @@ def wait_clean(
 
 
 def launch_and_stop(
-    builder: Builder, output: Path, workdir: Path, platform: str, tls: bool
+    builder: Builder, output: Path, workdir: Path, platform: str, tls: bool, host: str
 ) -> None:
-    with FakePeer(tls=tls) as peer:
+    with FakePeer(tls=tls, host=host) as peer:
         chaincode_id = f"asset_1.0:{'ab' * 32}"
         run_meta = workdir / f"run-{tls}"
         run_meta.mkdir()
@@ -68,7 +68,12 @@ def launch_and_stop(
     "platform", ["golang", "node", pytest.param("java", marks=pytest.mark.podsecurity("baseline"))]
 )
 def test_build_release_and_run_with_tls_on_and_off(
-    builder: Builder, admin: Client, namespace: str, tmp_path: Path, platform: str
+    testbed: Testbed,
+    builder: Builder,
+    admin: Client,
+    namespace: str,
+    tmp_path: Path,
+    platform: str,
 ) -> None:
     source, metadata = package_source(platform, tmp_path)
     detected = builder.run("detect", source, metadata)
@@ -95,7 +100,7 @@ def test_build_release_and_run_with_tls_on_and_off(
 
     for tls in (True, False):
         started = time.monotonic()
-        launch_and_stop(builder, output, tmp_path, platform, tls)
+        launch_and_stop(builder, output, tmp_path, platform, tls, testbed.host_address)
         print(f"{platform} launch tls={tls}: {time.monotonic() - started:.1f} s")
         assert wait_clean(admin, namespace, builder.transfer) == []
 

@@ -145,9 +145,6 @@ def invoke_and_query(deployment: Deployment, asset_id: str) -> dict[str, Any]:
         )
         for version in ("3.1", "2.5")
         for platform in LANGUAGES
-        # Fabric 3.1 with Java runs on the real node with the stock javaenv layout instead
-        # (test_realnode_fabric.py).
-        if (version, platform) != ("3.1", "java")
     ],
     indirect=["deployment"],
 )

@@ -8,6 +8,7 @@ from typing import Any
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
+from testbed.cluster import BUSYBOX_IMAGE
 from testbed.objects import load
 
 RESTRICTED_CONTAINER = {
@@ -22,7 +23,8 @@ def shell_pod(name: str, script: str, **spec: Any) -> Pod:
     """A single-container pod admitted under PodSecurity `restricted`, running `sh -c script`."""
     container: dict[str, Any] = {
         "name": "main",
-        "image": "testbed/host:latest",
+        "image": BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
         "command": ["/bin/sh", "-c", script],
         "securityContext": RESTRICTED_CONTAINER,
     }

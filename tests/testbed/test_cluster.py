@@ -14,7 +14,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
-from testbed.cluster import UNAVAILABLE_IMAGES, Testbed
+from testbed.cluster import BUSYBOX_IMAGE, Testbed
 from testbed.objects import load
 from tests.support.pods import RESTRICTED_CONTAINER, phase_in, shell_pod, terminated, wait_for
 
@@ -56,22 +56,6 @@ def test_log_follow_streams_live_and_ends_at_exit(admin: Client, namespace: str)
     final = wait_for(admin, "ticker", namespace, phase_in("Failed"))
     state = terminated(final)
     assert (state["exitCode"], state["reason"]) == (3, "Error")
-
-
-def test_memory_limit_ends_in_oomkilled(admin: Client, namespace: str) -> None:
-    pod = shell_pod(
-        "hog",
-        "python3 -c 'x = bytearray(300 * 1024 * 1024); print(len(x))'",
-        container={"resources": {"limits": {"memory": "64Mi"}}},
-    )
-    admin.create(pod, namespace=namespace)
-    final = wait_for(admin, "hog", namespace, phase_in("Succeeded", "Failed"))
-    state = terminated(final)
-    assert (final["status"]["phase"], state["reason"], state["exitCode"]) == (
-        "Failed",
-        "OOMKilled",
-        137,
-    )
 
 
 def test_deleting_a_running_pod_stops_it_within_the_grace_period(
@@ -151,22 +135,6 @@ def test_runasnonroot_with_uid_zero_is_refused_by_the_node(admin: Client, namesp
     assert final["status"]["phase"] == "Pending"
 
 
-def test_unavailable_image_shows_errimagepull(admin: Client, namespace: str) -> None:
-    image = sorted(UNAVAILABLE_IMAGES)[0]
-    admin.create(shell_pod("missing", "true", container={"image": image}), namespace=namespace)
-
-    def pull_failed(pod: dict[str, object]) -> bool:
-        statuses = pod.get("status", {}).get("containerStatuses") or []  # type: ignore[attr-defined]
-        return any(
-            s["state"].get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff")
-            for s in statuses
-        )
-
-    final = wait_for(admin, "missing", namespace, pull_failed)
-    assert final["status"]["phase"] == "Pending"
-    assert image in final["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
-
-
 def test_serviceaccount_can_do_exactly_what_its_role_allows(
     testbed: Testbed, admin: Client, namespace: str, tmp_path: Path
 ) -> None:
@@ -241,7 +209,8 @@ def test_init_containers_run_in_order_before_the_main_container(
         initContainers=[
             {
                 "name": f"init{i}",
-                "image": "testbed/host:latest",
+                "image": BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
                 "command": ["/bin/sh", "-c", f"echo init{i} >> /work/order"],
                 "securityContext": RESTRICTED_CONTAINER,
                 "volumeMounts": [shared],
@@ -307,12 +276,13 @@ def test_restart_policy_onfailure_restarts_until_success(
     assert (volume_dir / "n").read_text() == "3\n"
 
 
-def test_node_is_ready_and_its_lease_is_renewed(admin: Client) -> None:
-    node = admin.get(Node, "testbed-node")
+def test_node_is_ready_and_its_lease_is_renewed(testbed: Testbed, admin: Client) -> None:
+    name = testbed.real_node.name
+    node = admin.get(Node, name)
     ready = [c for c in node.status.conditions if c.type == "Ready"]  # type: ignore[union-attr]
     assert ready[0].status == "True"
-    lease = admin.get(Lease, "testbed-node", namespace="kube-node-lease")
-    assert lease.spec is not None and lease.spec.holderIdentity == "testbed-node"
+    lease = admin.get(Lease, name, namespace="kube-node-lease")
+    assert lease.spec is not None and lease.spec.holderIdentity == name
 
 
 def test_unmatched_node_selector_leaves_the_pod_unschedulable(
@@ -346,18 +316,3 @@ def test_concurrent_pods_all_complete(admin: Client, namespace: str) -> None:
         final = wait_for(admin, name, namespace, phase_in("Succeeded", "Failed"))
         assert final["status"]["phase"] == "Succeeded"
         assert list(admin.log(name, namespace=namespace, newlines=False)) == [name]
-
-
-def test_a_restarted_agent_reports_the_pods_it_lost(tmp_path: Path) -> None:
-    # A test bed of its own: the pods other tests left in the session's would be reported too.
-    with Testbed(tmp_path / "bed") as bed:
-        bed.control_plane.create_namespace("restart")
-        admin = bed.control_plane.client()
-        admin.create(shell_pod("once", "sleep 300"), namespace="restart")
-        wait_for(admin, "once", "restart", phase_in("Running"))
-        bed.restart_agent()
-        lost = wait_for(admin, "once", "restart", phase_in("Failed", "Succeeded"))
-        admin.close()
-    assert lost["status"]["phase"] == "Failed"
-    assert terminated(lost)["reason"] == "ContainerStatusUnknown"
-    assert terminated(lost)["exitCode"] == 137

@@ -1,4 +1,4 @@
-"""The test bed's real node: a kubelet we built, containerd 2.x and runc, pods in network
+"""The test testbed's real node: a kubelet we built, containerd 2.x and runc, pods in network
 namespaces of their own on our bridge, and a stop that leaves the host as it was."""
 
 from __future__ import annotations
@@ -27,30 +27,24 @@ from tests.support.pods import phase_in, shell_pod, terminated, wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    with Testbed(tmp_path_factory.mktemp("realnode"), node="kubelet") as testbed:
-        yield testbed
-
-
 @pytest.fixture
-def client(bed: Testbed) -> Iterator[Client]:
-    admin = bed.control_plane.client()
+def client(testbed: Testbed) -> Iterator[Client]:
+    admin = testbed.control_plane.client()
     yield admin
     admin.close()
 
 
 @pytest.fixture
-def ns(bed: Testbed, request: pytest.FixtureRequest) -> str:
+def ns(testbed: Testbed, request: pytest.FixtureRequest) -> str:
     name = f"rn-{request.node.name.replace('_', '-')}"[:63].rstrip("-").lower()
-    bed.control_plane.create_namespace(name)
+    testbed.control_plane.create_namespace(name)
     return name
 
 
-def kubectl(bed: Testbed, *args: str) -> subprocess.CompletedProcess[str]:
+def kubectl(testbed: Testbed, *args: str) -> subprocess.CompletedProcess[str]:
     binary = binaries.ensure(binaries.KUBECTL) / "kubectl"
     return subprocess.run(
-        [str(binary), f"--kubeconfig={bed.control_plane.admin_kubeconfig}", *args],
+        [str(binary), f"--kubeconfig={testbed.control_plane.admin_kubeconfig}", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -67,33 +61,33 @@ def busybox_pod(name: str, script: str) -> Pod:
     )
 
 
-def test_node_is_ready_with_our_kubelet_and_containerd(bed: Testbed) -> None:
-    shown = kubectl(bed, "get", "nodes", "-o", "wide", "--no-headers")
+def test_node_is_ready_with_our_kubelet_and_containerd(testbed: Testbed) -> None:
+    shown = kubectl(testbed, "get", "nodes", "-o", "wide", "--no-headers")
     assert shown.returncode == 0, shown.stderr
     [row] = shown.stdout.splitlines()
     columns = row.split()
-    assert columns[:2] == [bed.real_node.name, "Ready"]  # type: ignore[union-attr]
+    assert columns[:2] == [testbed.real_node.name, "Ready"]
     assert f"v{binaries.KUBE_VERSION}" in columns
     assert f"containerd://{binaries.CONTAINERD.version}" in columns
     assert realnode.NODE_IP in columns
 
 
 def test_restricted_pod_runs_in_its_own_network_namespace(
-    bed: Testbed, client: Client, ns: str
+    testbed: Testbed, client: Client, ns: str
 ) -> None:
     client.create(busybox_pod("probe", "echo ready; exec sleep 1000"), namespace=ns)
     running = wait_for(client, "probe", ns, phase_in("Running"))
     address = ipaddress.ip_address(running["status"]["podIP"])
     assert address in ipaddress.ip_network(realnode.SUBNET)
     assert address != ipaddress.ip_address(realnode.NODE_IP)
-    status = kubectl(bed, "exec", "-n", ns, "probe", "--", "cat", "/proc/self/status")
+    status = kubectl(testbed, "exec", "-n", ns, "probe", "--", "cat", "/proc/self/status")
     assert status.returncode == 0, status.stderr
     fields = dict(line.split(":\t", 1) for line in status.stdout.splitlines() if ":\t" in line)
     assert fields["CapEff"].strip() == "0000000000000000"
     assert fields["NoNewPrivs"].strip() == "1"
     assert fields["Seccomp"].strip() == "2"
     assert fields["Uid"].split()[0] == "500"
-    links = kubectl(bed, "exec", "-n", ns, "probe", "--", "cat", "/proc/net/dev")
+    links = kubectl(testbed, "exec", "-n", ns, "probe", "--", "cat", "/proc/net/dev")
     assert "eth0" in links.stdout and realnode.BRIDGE not in links.stdout
     assert list(client.log("probe", namespace=ns, newlines=False)) == ["ready"]
 
@@ -145,7 +139,7 @@ def running_with(marker: str) -> list[int]:
 
 
 def test_k8scc_reuses_a_pod_name_only_once_the_old_container_has_stopped(
-    bed: Testbed, client: Client, ns: str
+    testbed: Testbed, client: Client, ns: str
 ) -> None:
     """A relaunch replaces the chaincode pod of the same name. Deleted gracefully, the old pod
     stays in the API until the kubelet has stopped its container; a forced delete would remove
@@ -159,7 +153,7 @@ def test_k8scc_reuses_a_pod_name_only_once_the_old_container_has_stopped(
         return dict(pod)
 
     first = f"k8scc-first-{ns}"
-    kube = Kube(kubeconfig.from_file(bed.control_plane.admin_kubeconfig), ns)
+    kube = Kube(kubeconfig.from_file(testbed.control_plane.admin_kubeconfig), ns)
     kube.replace_pod(manifest(first), Incarnation("pods", "cc"), 60)
     wait_for(client, "cc", ns, phase_in("Running"))
     deadline = time.monotonic() + 30
@@ -171,7 +165,7 @@ def test_k8scc_reuses_a_pod_name_only_once_the_old_container_has_stopped(
     assert running_with(first) == []
 
 
-def test_k8scc_pods_keep_their_images_entrypoint(bed: Testbed, client: Client, ns: str) -> None:
+def test_k8scc_pods_keep_their_images_entrypoint(testbed: Testbed, client: Client, ns: str) -> None:
     """Fabric sets only a container's Cmd, so an image's ENTRYPOINT runs first; so must it in
     the pods k8scc renders (the transfer volume aside, which this namespace has not)."""
     settings = config.parse(
@@ -184,7 +178,7 @@ def test_k8scc_pods_keep_their_images_entrypoint(bed: Testbed, client: Client, n
     pod["spec"]["volumes"][0] = {"name": render.TRANSFER_VOLUME, "emptyDir": {}}
     for mount in pod["spec"]["containers"][0]["volumeMounts"]:
         mount.pop("subPath", None)
-    Kube(kubeconfig.from_file(bed.control_plane.admin_kubeconfig), ns).create(
+    Kube(kubeconfig.from_file(testbed.control_plane.admin_kubeconfig), ns).create(
         pod, Incarnation("pods", "ccbuild")
     )
     wait_for(client, "ccbuild", ns, phase_in("Succeeded", "Failed"))

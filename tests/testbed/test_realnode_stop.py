@@ -1,8 +1,7 @@
 """Stopping the real node puts the host back as it was, with a pod still running; the node
 works from a work directory of any length.
 
-A module of its own: the host holds one real node at a time, and test_realnode's stays up
-until that module ends."""
+The host holds one real node at a time: this test runs before the session's starts."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from testbed.cluster import Testbed
 from tests.support.pods import phase_in, wait_for
 from tests.testbed.test_realnode import busybox_pod
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.cluster, pytest.mark.own_node, pytest.mark.timeout(300)]
 
 
 def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -23,7 +22,7 @@ def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
     # A long work directory, as pytest's numbered ones grow to: the node's sockets must not
     # depend on it (a Unix socket path holds at most 107 bytes).
     workdir = tmp_path / ("long-" * 12) / "bed"
-    testbed = Testbed(workdir, node="kubelet")
+    testbed = Testbed(workdir)
     testbed.start()
     try:
         client = testbed.control_plane.client()

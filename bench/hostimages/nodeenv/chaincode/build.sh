@@ -1,8 +1,8 @@
 #!/bin/sh
-# k8scc test bed stand-in for fabric-nodeenv's /chaincode/build.sh: copies the
+# The bench's host-native stand-in for fabric-nodeenv's /chaincode/build.sh: copies the
 # package sources to /chaincode/output and installs production dependencies.
 # K8SCC_FSROOT prefixes every absolute path so host tests can run this script
-# against a scratch tree; it is unset inside test-bed containers.
+# against a scratch tree.
 set -eu
 
 root=${K8SCC_FSROOT:-}

@@ -1,8 +1,8 @@
 #!/bin/sh
-# k8scc test bed stand-in for fabric-javaenv's build.sh: builds the chaincode in
+# The bench's host-native stand-in for fabric-javaenv's build.sh: builds the chaincode in
 # /chaincode/input (or its src/) and leaves the jar(s) in /chaincode/output.
 # K8SCC_FSROOT prefixes every absolute path so host tests can run this script
-# against a scratch tree; it is unset inside test-bed containers.
+# against a scratch tree.
 set -eu
 
 root=${K8SCC_FSROOT:-}

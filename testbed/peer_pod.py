@@ -1,0 +1,207 @@
+"""A Fabric peer in a pod of the real node, deployed as an operator would: deploy/base through
+an overlay of its own (namespace, the peer image's release tag, k8scc's configuration), applied
+server-side with kubectl, and the identity Secret made from the network's crypto material as
+docs/install.md shows. The peer acts as its pod's ServiceAccount (in-cluster credentials),
+owns the pods k8scc creates, and its chaincode reaches it at its pod address by DNS name.
+
+The test bed has no kube-proxy, so the Service address of the API server routes nowhere; the
+overlay points KUBERNETES_SERVICE_HOST/PORT at the node's relay to it (testbed.relay), which is
+all a kube-proxy would do for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from lightkube import ApiError
+from lightkube.resources.apps_v1 import StatefulSet
+from lightkube.resources.core_v1 import Pod
+
+from testbed import binaries, fabric, peer_image, realnode
+
+if TYPE_CHECKING:
+    from testbed.cluster import Testbed
+
+BASE = Path(__file__).resolve().parent.parent / "deploy" / "base"
+POD = "fabric-peer-0"
+SERVICE = "fabric-peer"
+TRANSFER_CLAIM = "k8scc-transfer"
+TRANSFER_MOUNT = "/var/lib/k8scc/transfer"
+PEER_PORT = 7051
+
+
+class PeerPod:
+    tls_names: tuple[str, ...] = (f"{POD}.{SERVICE}", "localhost")
+
+    def __init__(
+        self, testbed: Testbed, namespace: str, workdir: Path, k8scc: dict[str, Any]
+    ) -> None:
+        """`k8scc`: settings added to the overlay's k8scc.yaml (which names the transfer
+        claim and mount path of deploy/base)."""
+        self.testbed = testbed
+        self.namespace = namespace
+        self.workdir = workdir
+        self.k8scc = k8scc
+        self.overlay = workdir / "overlay"
+
+    def start(self, network: fabric.FabricNetwork, timeout: float) -> str:
+        plane = self.testbed.control_plane
+        for claim, size in ((TRANSFER_CLAIM, "5Gi"), (f"ledger-{POD}", "10Gi")):
+            directory = self.workdir / "volumes" / claim
+            directory.mkdir(parents=True)
+            # hostPath volumes take no fsGroup: writable by the peer's user and k8scc's pods.
+            directory.chmod(0o777)
+            plane.create_local_volume(self.namespace, claim, directory, size)
+        self._create_identity(network)
+        self._write_overlay(network)
+        self._kubectl("apply", "--server-side", "-k", str(self.overlay))
+        address = self._wait_serving(timeout)
+        return f"{address}:{PEER_PORT}"
+
+    def _create_identity(self, network: fabric.FabricNetwork) -> None:
+        node = network.peer_node_dir
+        msp = node / "msp"
+        config = self.workdir / "msp-config.yaml"
+        text = (msp / "config.yaml").read_text()
+        config.write_text(
+            "\n".join(
+                line.split("cacerts/")[0] + "cacerts/ca.pem" if "cacerts/" in line else line
+                for line in text.splitlines()
+            )
+        )
+        [cacert] = (msp / "cacerts").iterdir()
+        [tlscacert] = (msp / "tlscacerts").iterdir()
+        [signcert] = (msp / "signcerts").iterdir()
+        [key] = (msp / "keystore").iterdir()
+        files = {
+            "msp-config.yaml": config,
+            "msp-cacert.pem": cacert,
+            "msp-tlscacert.pem": tlscacert,
+            "msp-signcert.pem": signcert,
+            "msp-key.pem": key,
+            "tls-server.crt": node / "tls" / "server.crt",
+            "tls-server.key": node / "tls" / "server.key",
+            "tls-ca.crt": node / "tls" / "ca.crt",
+        }
+        self._kubectl(
+            "create",
+            "secret",
+            "generic",
+            "fabric-peer-crypto",
+            "-n",
+            self.namespace,
+            *(f"--from-file={key}={path}" for key, path in files.items()),
+        )
+
+    def _write_overlay(self, network: fabric.FabricNetwork) -> None:
+        self.overlay.mkdir(parents=True)
+        relay = self.testbed.real_node.api_relay
+        assert relay is not None, "the node is not running"
+        settings = {
+            "fabricVersion": network.version,
+            "transfer": {"claimName": TRANSFER_CLAIM, "mountPath": TRANSFER_MOUNT},
+            **self.k8scc,
+        }
+        (self.overlay / "k8scc.yaml").write_text(yaml.safe_dump(settings))
+        env = {
+            "KUBERNETES_SERVICE_HOST": realnode.NODE_IP,
+            "KUBERNETES_SERVICE_PORT": str(relay.port),
+            "CORE_PEER_TLS_ENABLED": "true" if network.peer_tls else "false",
+            "FABRIC_LOGGING_FORMAT": fabric.LOG_FORMAT,
+            "FABRIC_LOGGING_SPEC": fabric.LOG_SPEC,
+        }
+        patch = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": SERVICE},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "peer",
+                                "env": [{"name": k, "value": v} for k, v in env.items()],
+                            }
+                        ]
+                    }
+                }
+            },
+        }
+        _, _, image_tag = peer_image.tag(network.version).partition(":")
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": self.namespace,
+            "resources": [os.path.relpath(BASE, self.overlay)],
+            "images": [{"name": peer_image.REPOSITORY, "newTag": image_tag}],
+            "configMapGenerator": [
+                {"name": "k8scc-config", "behavior": "replace", "files": ["k8scc.yaml"]}
+            ],
+            "patches": [{"patch": yaml.safe_dump(patch)}],
+        }
+        (self.overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+
+    def _wait_serving(self, timeout: float) -> str:
+        """The pod's address, once the peer accepts connections there."""
+        client = self.testbed.control_plane.client()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with contextlib.suppress(ApiError):
+                    pod = client.get(Pod, POD, namespace=self.namespace)
+                    address = pod.status.podIP if pod.status else None
+                    if address and pod.status and pod.status.phase == "Running":
+                        with (
+                            contextlib.suppress(OSError),
+                            socket.create_connection((address, PEER_PORT), 1),
+                        ):
+                            return address
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"peer pod not serving after {timeout} s:\n{self.log()}")
+                time.sleep(0.5)
+        finally:
+            client.close()
+
+    def log(self) -> str:
+        client = self.testbed.control_plane.client()
+        try:
+            lines = client.log(POD, namespace=self.namespace, container="peer")
+            return "".join(lines)
+        except ApiError:
+            return ""
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Deletes the StatefulSet and waits for its pod (and, by owner, k8scc's) to go."""
+        client = self.testbed.control_plane.client()
+        try:
+            with contextlib.suppress(ApiError):
+                client.delete(StatefulSet, SERVICE, namespace=self.namespace)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    client.get(Pod, POD, namespace=self.namespace)
+                except ApiError:
+                    return
+                time.sleep(0.5)
+        finally:
+            client.close()
+
+    def _kubectl(self, *args: str) -> str:
+        command = [
+            str(binaries.ensure(binaries.KUBECTL) / "kubectl"),
+            f"--kubeconfig={self.testbed.control_plane.admin_kubeconfig}",
+            *args,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args[:2])} failed: {result.stderr.strip()}")
+        return result.stdout
