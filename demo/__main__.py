@@ -21,7 +21,7 @@ from testbed import binaries, realnode
 from testbed.cluster import Testbed
 from testbed.fabric import FabricNetwork
 from testbed.k8scc_setup import REPO
-from testbed.peer_pod import POD, PeerPod
+from testbed.peer_pod import POD, pod_network
 
 NAMESPACE = "fabric"
 SAMPLE = REPO / "samples" / "chaincode" / "go"
@@ -117,17 +117,7 @@ def main() -> None:
         timings["test bed up (API server, kubelet)"] = time.monotonic() - started
 
         started = step("starting a Fabric 3.1 orderer, and the peer in a pod with k8scc inside")
-        settings = (
-            {"buildEnv": {"HTTPS_PROXY": testbed.egress_proxy}} if testbed.egress_proxy else {}
-        )
-        launcher = PeerPod(testbed, NAMESPACE, workdir / "peer", settings)
-        network = FabricNetwork(
-            workdir / "fabric",
-            "3.1",
-            builders=[],
-            chaincode_host=testbed.host_address,
-            peer_launcher=launcher,
-        )
+        network = pod_network(testbed, NAMESPACE, workdir)
         network.start()
         timings["Fabric network up, channel joined"] = time.monotonic() - started
 

@@ -8,12 +8,10 @@ on the host, so pods need no upstream DNS.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import socketserver
-import threading
 
-from testbed.relay import splice
+from testbed.relay import Server, splice
 
 REGISTRIES = frozenset(
     {
@@ -57,32 +55,13 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
 
-class EgressProxy(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default of 5 drops the SYNs of concurrent builds' connection bursts.
-    request_queue_size = 256
-
+class EgressProxy(Server):
     def __init__(self, address: str, allowed: frozenset[str] = REGISTRIES) -> None:
-        super().__init__((address, 0), _Handler)
+        super().__init__(address, _Handler)
         self.allowed = allowed
         # host:port of every refused CONNECT, for tests to see what a pod tried.
         self.refused: list[str] = []
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        with contextlib.suppress(OSError):
-            self.server_close()
+        return f"http://{self.server_address[0]!s}:{self.port}"

@@ -38,14 +38,16 @@ class _Handler(socketserver.BaseRequestHandler):
             splice(self.request, upstream)
 
 
-class TcpRelay(socketserver.ThreadingTCPServer):
+class Server(socketserver.ThreadingTCPServer):
+    """A threaded TCP server on `address`, on a port of its own, served from a thread."""
+
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default of 5 drops the SYNs of concurrent builds' connection bursts.
     request_queue_size = 256
 
-    def __init__(self, address: str, upstream: tuple[str, int]) -> None:
-        super().__init__((address, 0), _Handler)
-        self.upstream = upstream
+    def __init__(self, address: str, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__((address, 0), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -63,3 +65,9 @@ class TcpRelay(socketserver.ThreadingTCPServer):
             self._thread = None
         with contextlib.suppress(OSError):
             self.server_close()
+
+
+class TcpRelay(Server):
+    def __init__(self, address: str, upstream: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self.upstream = upstream

@@ -87,6 +87,15 @@ def deployment(
 ) -> Iterator[Deployment]:
     version, tls = request.param
     network = k8scc_network(testbed, namespace, volume_dir, tmp_path, version, tls)
+    with deployed(network, testbed, admin, namespace) as deployment:
+        yield deployment
+
+
+@contextlib.contextmanager
+def deployed(
+    network: FabricNetwork, testbed: Testbed, admin: Client, namespace: str
+) -> Iterator[Deployment]:
+    """`network` started, with every pod of `namespace` recorded meanwhile."""
     recorder = PodRecorder(testbed.control_plane.client(), namespace)
     threading.Thread(target=recorder.run, daemon=True).start()
     network.start()

@@ -5,7 +5,6 @@ the peer at its pod address through the headless Service's DNS name."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,35 +12,17 @@ import pytest
 from lightkube import Client
 
 from testbed.cluster import Testbed
-from testbed.fabric import FabricNetwork
-from testbed.peer_pod import POD, PeerPod
-from tests.e2e.test_k8scc import Deployment, PodRecorder, deploy_sample, invoke_and_query
+from testbed.peer_pod import POD, pod_network
+from tests.e2e.test_k8scc import Deployment, deploy_sample, deployed, invoke_and_query
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture
 def in_pod(testbed: Testbed, admin: Client, namespace: str, tmp_path: Path) -> Iterator[Deployment]:
-    settings = {
-        "timeouts": {"stuck": "10s", "start": "120s"},
-        **({"buildEnv": {"HTTPS_PROXY": testbed.egress_proxy}} if testbed.egress_proxy else {}),
-    }
-    launcher = PeerPod(testbed, namespace, tmp_path / "peer", settings)
-    network = FabricNetwork(
-        tmp_path / "fabric",
-        "3.1",
-        builders=[],
-        chaincode_host=testbed.host_address,
-        peer_launcher=launcher,
-    )
-    recorder = PodRecorder(testbed.control_plane.client(), namespace)
-    threading.Thread(target=recorder.run, daemon=True).start()
-    network.start()
-    try:
-        yield Deployment(network, admin, namespace, recorder)
-    finally:
-        network.stop()
-        recorder.stop.set()
+    network = pod_network(testbed, namespace, tmp_path)
+    with deployed(network, testbed, admin, namespace) as deployment:
+        yield deployment
 
 
 def test_a_peer_in_a_pod_builds_launches_and_invokes_through_k8scc(in_pod: Deployment) -> None:
