@@ -35,6 +35,7 @@ from tests.support.builder import (
     apply_rbac,
     make_builder,
     package_source,
+    small_node_package,
 )
 from tests.support.fakepeer import FakePeer
 from tests.support.pods import shell_pod
@@ -299,7 +300,7 @@ class Bench:
     def launches(self, output: Path) -> dict[str, Any]:
         empty, busy = self.space("empty"), self.space("busy")
         self.add_unrelated_pods(busy, self.settings.unrelated_pods)
-        tiny = tiny_node_package(self.scratch("tiny"))
+        tiny = small_node_package(self.scratch("tiny"), "tiny_1.0")
         launch_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
         build_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
         with FakePeer(tls=True, host=self.testbed.host_address) as peer:
@@ -512,22 +513,6 @@ def stop_all(steps: list[RunningStep], timeout: float = 120) -> None:
 
 def package_id(label: str) -> str:
     return f"{label}_1.0:{hashlib.sha256(label.encode()).hexdigest()}"
-
-
-def tiny_node_package(workdir: Path) -> tuple[Path, Path]:
-    """A node package without dependencies, so its build costs little beyond k8scc's own work:
-    what the API-load comparison of builds needs."""
-    source = workdir / "src-dir" / "src"
-    source.mkdir(parents=True)
-    manifest = {"name": "bench-tiny", "version": "1.0.0", "scripts": {"start": "node index.js"}}
-    (source / "package.json").write_text(json.dumps(manifest))
-    (source / "index.js").write_text("console.log('bench');\n")
-    metadata = workdir / "metadata"
-    metadata.mkdir()
-    (metadata / "metadata.json").write_text(
-        json.dumps({"path": "", "type": "node", "label": "tiny_1.0"})
-    )
-    return source.parent, metadata
 
 
 def _host_env() -> dict[str, str]:

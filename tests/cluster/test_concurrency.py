@@ -16,17 +16,16 @@ from k8scc.names import LABEL_PEER
 from testbed.cluster import Testbed
 from tests.cluster.test_failures import CHAINCODE_ID, launch
 from tests.cluster.test_steps import wait_clean
-from tests.support.builder import Builder, RunningStep, apply_rbac, make_builder, package_source
+from tests.support.builder import (
+    Builder,
+    RunningStep,
+    apply_rbac,
+    make_builder,
+    small_node_package,
+)
 from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
-
-
-def node_package(workdir: Path, label: str) -> tuple[Path, Path]:
-    """The node sample under `label`, carrying a file that says which package it is."""
-    source, metadata = package_source("node", workdir, label=label)
-    (source / "src" / "package-label.txt").write_text(label)
-    return source, metadata
 
 
 def build_all(builder: Builder, packages: list[tuple[Path, Path]], workdir: Path) -> list[Path]:
@@ -50,7 +49,7 @@ def test_five_different_packages_build_at_once(
     builder: Builder, admin: Client, namespace: str, tmp_path: Path
 ) -> None:
     labels = [f"pkg{i}_1.0" for i in range(5)]
-    packages = [node_package(tmp_path / label, label) for label in labels]
+    packages = [small_node_package(tmp_path / label, label) for label in labels]
     outputs = build_all(builder, packages, tmp_path)
     for label, output in zip(labels, outputs, strict=True):
         assert (output / "output" / "package-label.txt").read_text() == label
@@ -61,7 +60,7 @@ def test_five_different_packages_build_at_once(
 def test_the_same_package_installed_twice_at_once_builds_twice(
     builder: Builder, admin: Client, namespace: str, tmp_path: Path
 ) -> None:
-    package = node_package(tmp_path / "pkg", "asset_1.0")
+    package = small_node_package(tmp_path / "pkg", "asset_1.0")
     outputs = build_all(builder, [package, package], tmp_path)
     built = [sorted(p.relative_to(o) for p in o.rglob("*")) for o in outputs]
     assert built[0] == built[1]

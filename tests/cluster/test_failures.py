@@ -26,6 +26,7 @@ from tests.support.builder import (
     apply_rbac,
     make_builder,
     package_source,
+    small_node_package,
 )
 from tests.support.fakepeer import FakePeer
 from tests.support.pods import phase_in, shell_pod, wait_for
@@ -207,7 +208,7 @@ def test_leftovers_of_killed_steps_are_collected_by_their_own_peer_only(
     timeouts = {"build": "3s", "leftovers": "4s", "stuck": "5s", "start": "60s"}
     builder = make_builder(testbed, namespace, volume_dir, tmp_path, {"timeouts": timeouts})
     ours = names.peer_key("peer0.org1.example.com")
-    source, metadata = package_source("node", tmp_path)
+    source, metadata = small_node_package(tmp_path)
     output = tmp_path / "bld"
     output.mkdir()
     killed = builder.start("build", source, metadata, output)
@@ -380,7 +381,8 @@ def test_build_survives_a_restart_of_the(
     tmp_path: Path,
     restarted: str,
 ) -> None:
-    source, metadata = package_source("node", tmp_path)
+    # Still building while the restart happens and after.
+    source, metadata = small_node_package(tmp_path, scripts={"preinstall": "sleep 15"})
     output = tmp_path / "bld"
     output.mkdir()
     build = builder.start("build", source, metadata, output)

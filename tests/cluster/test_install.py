@@ -22,7 +22,7 @@ from k8scc import config
 from testbed import binaries
 from testbed.cluster import Testbed
 from testbed.fabric import fabric_module_dir
-from tests.support.builder import REPO, apply_rbac, package_source, peer_env
+from tests.support.builder import REPO, apply_rbac, package_source, peer_env, small_node_package
 
 pytestmark = pytest.mark.cluster
 
@@ -186,7 +186,7 @@ def test_installed_build_runs_against_the_cluster(
             }
         )
     )
-    source, metadata = package_source("node", tmp_path)
+    source, metadata = small_node_package(tmp_path)
     output = tmp_path / "bld"
     output.mkdir()
     built = subprocess.run(

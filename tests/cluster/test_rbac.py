@@ -13,7 +13,12 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from testbed.cluster import Testbed
-from tests.support.builder import apply_rbac, make_builder, package_source, rbac_rules
+from tests.support.builder import (
+    apply_rbac,
+    make_builder,
+    rbac_rules,
+    small_node_package,
+)
 from tests.support.fakepeer import FakePeer
 from tests.support.pods import phase_in, shell_pod, wait_for
 
@@ -94,7 +99,7 @@ def test_a_step_fails_naming_the_missing_permission(
                 step.stop()
             stderr = step.stderr
     else:
-        source, metadata = package_source("node", tmp_path)
+        source, metadata = small_node_package(tmp_path)
         output = tmp_path / "bld"
         output.mkdir()
         result = builder.run("build", source, metadata, output)
@@ -121,7 +126,7 @@ def test_without_an_optional_permission_a_build_succeeds_and_says_what_it_missed
     the build's result comes back anyway, and the peer's log says once what is missing."""
     apply_rbac(testbed.control_plane, namespace, rules=without(resource, verb))
     builder = make_builder(testbed, namespace, volume_dir, tmp_path, {"peer": {"id": "peer0"}})
-    source, metadata = package_source("node", tmp_path)
+    source, metadata = small_node_package(tmp_path)
     output = tmp_path / "bld"
     output.mkdir()
     result = builder.run("build", source, metadata, output)

@@ -16,7 +16,13 @@ from lightkube.resources.core_v1 import Pod, Secret
 from k8scc.buildinfo import ARCHITECTURES
 from k8scc.render import ARCH_FILE
 from testbed.cluster import Testbed
-from tests.support.builder import Builder, apply_rbac, make_builder, package_source
+from tests.support.builder import (
+    Builder,
+    apply_rbac,
+    make_builder,
+    package_source,
+    small_node_package,
+)
 from tests.support.fakepeer import FakePeer
 
 pytestmark = [pytest.mark.cluster]
@@ -126,7 +132,7 @@ def test_incluster_credentials_work_without_the_service_environment(
         },
     )
     assert "KUBERNETES_SERVICE_HOST" not in builder.env
-    source, metadata = package_source("node", tmp_path)
+    source, metadata = small_node_package(tmp_path)
     output = tmp_path / "bld"
     output.mkdir()
     built = builder.run("build", source, metadata, output)

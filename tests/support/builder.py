@@ -146,6 +146,30 @@ def make_builder(
     return Builder(directory, transfer)
 
 
+def small_node_package(
+    workdir: Path, label: str = "asset_1.0", scripts: dict[str, str] | None = None
+) -> tuple[Path, Path]:
+    """A node package without dependencies, for tests of what k8scc does around a build
+    (permissions, concurrency, restarts) rather than of the build itself: npm has nothing to
+    download. It carries package-label.txt, which says which package it is."""
+    source = workdir / "src-dir" / "src"
+    source.mkdir(parents=True)
+    manifest = {
+        "name": "small",
+        "version": "1.0.0",
+        "scripts": {"start": "node index.js", **(scripts or {})},
+    }
+    (source / "package.json").write_text(json.dumps(manifest))
+    (source / "index.js").write_text("console.log('small');\n")
+    (source / "package-label.txt").write_text(label)
+    metadata = workdir / "metadata"
+    metadata.mkdir()
+    (metadata / "metadata.json").write_text(
+        json.dumps({"path": "", "type": "node", "label": label})
+    )
+    return source.parent, metadata
+
+
 def package_source(platform: str, workdir: Path, label: str = "asset_1.0") -> tuple[Path, Path]:
     """CHAINCODE_SOURCE_DIR and CHAINCODE_METADATA_DIR as the peer extracts a sample package."""
     sample = SAMPLES / SAMPLE_DIRS[platform]
