@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import time
 
 from testbed.relay import Server, splice
 
@@ -23,6 +24,18 @@ REGISTRIES = frozenset(
         "repo1.maven.org",
     }
 )
+
+
+def _connect(host: str, attempts: int = 3) -> socket.socket | None:
+    """A connection to the registry, tried again after a failure: bursts of parallel builds
+    meet the odd refused or timed-out connect upstream."""
+    for attempt in range(attempts):
+        try:
+            return socket.create_connection((host, 443), timeout=30)
+        except OSError:
+            if attempt + 1 < attempts:
+                time.sleep(1)
+    return None
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -40,9 +53,9 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.refused.append(request[1])
             self._reply("403 Forbidden")
             return
-        try:
-            upstream = socket.create_connection((host, 443), timeout=30)
-        except OSError:
+        upstream = _connect(host)
+        if upstream is None:
+            self.server.unreachable.append(request[1])
             self._reply("502 Bad Gateway")
             return
         with upstream:
@@ -61,6 +74,8 @@ class EgressProxy(Server):
         self.allowed = allowed
         # host:port of every refused CONNECT, for tests to see what a pod tried.
         self.refused: list[str] = []
+        # host:port of every CONNECT whose registry could not be reached.
+        self.unreachable: list[str] = []
 
     @property
     def url(self) -> str:
