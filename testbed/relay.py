@@ -19,10 +19,14 @@ def splice(one: socket.socket, other: socket.socket, idle: float = 300) -> None:
         if not readable:
             return
         for end in readable:
-            data = end.recv(65536)
+            try:
+                data = end.recv(65536)
+                if data:
+                    (other if end is one else one).sendall(data)
+            except OSError:  # a reset, as when a pod is killed mid-connection
+                return
             if not data:
                 return
-            (other if end is one else one).sendall(data)
 
 
 class _Handler(socketserver.BaseRequestHandler):
