@@ -31,6 +31,7 @@ from lightkube.resources.core_v1 import (
     Namespace,
     PersistentVolume,
     PersistentVolumeClaim,
+    Pod,
     ServiceAccount,
     ServiceAccountToken,
 )
@@ -93,6 +94,7 @@ class ControlPlane:
     # Further addresses the API server's certificate is valid for (where pods reach it).
     api_addresses: tuple[str, ...] = ()
     api_port: int = 0
+    _restarts: int = 0
     _etcd_url: str = ""
     _ca: trustme.CA | None = None
     _processes: list[_Process] = field(default_factory=list)
@@ -356,6 +358,37 @@ class ControlPlane:
         time.sleep(down_seconds)
         binary = binaries.ensure(binaries.KUBE) / "kube-apiserver"
         self._start_apiserver(binary, self._etcd_url, timeout)
+        self._restarts += 1
+        if self.real_node:
+            self._wait_scheduler_current(timeout)
+
+    def _wait_scheduler_current(self, timeout: float) -> None:
+        """Waits until the scheduler places a pod on a claim made after the restart. Its
+        watches come back with a backoff of up to half a minute, and until then it calls
+        newer claims and volumes not found (a test creating them next would time out)."""
+        namespace = f"testbed-restart-{self._restarts}"
+        self.create_namespace(namespace, enforce="privileged")
+        directory = self.workdir / namespace
+        directory.mkdir()
+        self.create_local_volume(namespace, "probe", directory)
+        probe = {
+            "metadata": {"name": "probe"},
+            "spec": {
+                "containers": [{"name": "probe", "image": "k8scc.invalid/probe:1"}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "probe"}}],
+            },
+        }
+        client = self.client()
+        try:
+            client.create(load(Pod, probe), namespace=namespace)
+            deadline = time.monotonic() + timeout
+            while not _node_of(client.get(Pod, "probe", namespace=namespace)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the scheduler did not catch up after the restart")
+                time.sleep(0.5)
+            client.delete(Pod, "probe", namespace=namespace, grace_period=0)
+        finally:
+            client.close()
 
     @contextlib.contextmanager
     def apiserver_hung(self) -> Iterator[None]:
@@ -516,3 +549,7 @@ class ControlPlane:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _node_of(pod: Pod) -> str | None:
+    return pod.spec.nodeName if pod.spec else None
