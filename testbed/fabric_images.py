@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -153,8 +152,11 @@ def _maven_tree() -> oci.Tree:
         with tempfile.TemporaryDirectory(dir=unpacked.parent) as scratch:
             archive = Path(scratch) / "maven.tar.gz"
             archive.write_bytes(data)
-            with tarfile.open(archive) as tar:
-                tar.extractall(scratch, filter="data")
+            # tar(1): tarfile's extraction filters are missing from some 3.10/3.11 releases
+            # (Debian bookworm's 3.11.2 among them), the Python a fresh machine has.
+            subprocess.run(
+                ["tar", "-xzf", str(archive), "-C", scratch, "--no-same-owner"], check=True
+            )
             (Path(scratch) / f"apache-maven-{MAVEN_VERSION}").rename(unpacked)
     return oci.Tree(unpacked, MAVEN_VERSION)
 
