@@ -75,7 +75,7 @@ def prepare(
     output.mkdir(parents=True)
     home = root / "home"
     home.mkdir()
-    script = relocate(platform.build_script(metadata_path, config.fabric_version), root)
+    script = relocate(platform.build_script(metadata_path, False), root)
     workdir = root / platform.build_workdir.lstrip("/") if platform.build_workdir else root
     env = {"PATH": path, **build_env(config, platform, home), "K8SCC_FSROOT": str(root)}
     return HostBuild(["/bin/sh", "-c", script], env, workdir, output)

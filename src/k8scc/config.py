@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from k8scc import configfile
+from k8scc import buildcache, configfile
 from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS
 
@@ -48,6 +48,14 @@ class PlatformConfig:
 
 
 @dataclass(frozen=True)
+class BuildCache:
+    claim: str
+    scope: str
+    # Per platform directory, in KiB as the pruning script counts.
+    max_kib: int
+
+
+@dataclass(frozen=True)
 class Resources:
     requests: dict[str, str]
     limits: dict[str, str]
@@ -66,6 +74,7 @@ class Config:
     owner_references: bool
     transfer_claim: str
     transfer_mount_path: Path
+    build_cache: BuildCache | None
     platforms: dict[str, PlatformConfig]
     build_env: dict[str, str]
     builder_resources: Resources
@@ -284,8 +293,32 @@ def _check_user(value: int | str) -> str | None:
 
 _TOP = {
     "namespace", "kubeconfig", "kubernetesServer", "serviceAccountDir", "fabricVersion", "peer",
-    "transfer", "platforms", "buildEnv", "builder", "chaincode", "pod", "timeouts", "debug",
+    "transfer", "buildCache", "platforms", "buildEnv", "builder", "chaincode", "pod", "timeouts",
+    "debug",
 }  # fmt: skip
+
+
+def _check_size(value: str) -> str | None:
+    size = buildcache.parse_size(value)
+    return None if size else f"invalid size {value!r} (use e.g. 500Mi, 4Gi)"
+
+
+def _build_cache(r: _Reader, section: Mapping[str, Any]) -> BuildCache | None:
+    claim = r.get(section, "claimName", "buildCache", str, None, _check_dns_name)
+    scope = r.get(
+        section,
+        "scope",
+        "buildCache",
+        str,
+        "chaincode",
+        lambda v: None if v in buildcache.SCOPES else "must be chaincode or platform",
+    )
+    size = r.get(section, "maxSize", "buildCache", str, "4Gi", _check_size)
+    if claim is None:
+        if section:
+            r.errors.append("buildCache.claimName: needed to use a build cache")
+        return None
+    return BuildCache(claim, scope, -(-(buildcache.parse_size(size) or 0) // 1024))
 
 
 def parse(text: str, path: Path | None = None) -> Config:
@@ -312,6 +345,7 @@ def parse(text: str, path: Path | None = None) -> Config:
 
     peer = r.section(top.get("peer"), "peer", {"id", "podName", "ownerReferences"})
     transfer = r.section(top.get("transfer"), "transfer", {"claimName", "mountPath"})
+    cache = r.section(top.get("buildCache"), "buildCache", {"claimName", "scope", "maxSize"})
     builder = r.section(top.get("builder"), "builder", {"resources"})
     chaincode = r.section(
         top.get("chaincode"), "chaincode", {"resources", "logging", "terminationGracePeriodSeconds"}
@@ -411,6 +445,7 @@ def parse(text: str, path: Path | None = None) -> Config:
                 lambda v: None if v.startswith("/") else "must be an absolute path",
             )
         ),
+        build_cache=_build_cache(r, cache),
         platforms=platforms,
         build_env=r.string_map(top, "buildEnv", "", _check_env_name),
         builder_resources=r.resources(builder, "builder"),

@@ -1,8 +1,8 @@
 """`k8scc doctor`: run where the peer runs, it checks what the steps will need — a valid
 configuration, the API server and who we are there, every permission of the Role, pods and
-the TLS Secret admitted by the namespace, the transfer volume, images, and a chaincode address
-that pods can reach — and prints one row per check, so a broken setup is found before the
-first install fails."""
+the TLS Secret admitted by the namespace, the build cache's claim, the transfer volume, images,
+and a chaincode address that pods can reach — and prints one row per check, so a broken setup
+is found before the first install fails."""
 
 from __future__ import annotations
 
@@ -196,6 +196,34 @@ def check_admission(kube: Kube, config: Config) -> Result:
     )
 
 
+def check_build_cache(kube: Kube, config: Config) -> Result:
+    cache = config.build_cache
+    if cache is None:
+        return Result("build cache", True, "none configured: every build starts empty")
+    settings = f"scope {cache.scope}, at most {cache.max_kib // 1024} MiB per platform"
+    if not kube.allowed("get", "persistentvolumeclaims"):
+        return Result(
+            "build cache",
+            True,
+            f"claim {cache.claim} ({settings}) not inspected: no get on persistentvolumeclaims",
+        )
+    claim = kube.get_claim(cache.claim)
+    if claim is None:
+        return Result(
+            "build cache", False, f"claim {cache.claim} not found in namespace {kube.namespace}"
+        )
+    status = claim.get("status") or {}
+    phase = status.get("phase", "unknown")
+    if phase != "Bound":
+        return Result("build cache", False, f"claim {cache.claim} is {phase}, not Bound")
+    modes = status.get("accessModes") or claim.get("spec", {}).get("accessModes") or []
+    size = (status.get("capacity") or {}).get("storage", "unknown size")
+    detail = f"claim {cache.claim} Bound, {', '.join(modes)}, {size}; {settings}"
+    if "ReadWriteMany" not in modes:
+        detail += "; not ReadWriteMany: builder pods must run on one node"
+    return Result("build cache", True, detail)
+
+
 def check_transfer(config: Config) -> Result:
     mount = config.transfer_mount_path
     if not mount.exists():
@@ -277,7 +305,8 @@ def diagnose(
     results = [config_result]
     if config is None:
         results += _not_run(
-            ("api", "permissions", "admission", "transfer", "images"), "needs a valid configuration"
+            ("api", "permissions", "admission", "build cache", "transfer", "images"),
+            "needs a valid configuration",
         )
     else:
         results += _cluster_results(config)
@@ -298,12 +327,16 @@ def _cluster_results(config: Config) -> list[Result]:
 
     api = _guarded("api", connect)
     if kube is None or not api.passed:
-        return [api, *_not_run(("permissions", "admission"), "needs the api check to pass")]
+        return [
+            api,
+            *_not_run(("permissions", "admission", "build cache"), "needs the api check to pass"),
+        ]
     ready = kube
     return [
         api,
         _guarded("permissions", lambda: check_permissions(ready)),
         _guarded("admission", lambda: check_admission(ready, config)),
+        _guarded("build cache", lambda: check_build_cache(ready, config)),
     ]
 
 

@@ -245,6 +245,13 @@ class Kube:
             tolerate=(404,),
         )
 
+    def get_claim(self, name: str) -> dict[str, Any] | None:
+        return self._call(
+            f"cannot read persistentvolumeclaim {name}",
+            lambda: self._http.request("GET", self._path("persistentvolumeclaims", name)),
+            tolerate=(404,),
+        )
+
     def list_pods(self, selector: str) -> list[dict[str, Any]]:
         found = self._call(
             f"cannot list pods {selector}",

@@ -11,14 +11,19 @@ from k8scc.errors import K8sccError
 
 INPUT_DIR = "/chaincode/input"
 OUTPUT_DIR = "/chaincode/output"
+# Where a builder sees its own part of the build cache (buildcache.py), when one is configured.
+CACHE_DIR = "/chaincode/cache"
 
 _STATIC = "-ldflags \"-linkmode external -extldflags '-static'\""
 
 
-def golang_build_script(path: str, fabric_version: str) -> str:
+def golang_build_script(path: str, cached: bool) -> str:
     """Fabric's Go build: vendored or module builds at the source root or at the package path,
-    else GOPATH mode; statically linked, as Fabric links by default."""
-    module = "" if fabric_version.startswith("3") else "GO111MODULE=on "
+    else GOPATH mode; statically linked, as Fabric links by default. Every released Fabric
+    (2.5.x, 3.0.0, 3.1.x) keeps the `GO111MODULE=on` prefix. With a build cache (`cached`),
+    modules a previous build left are checked against their recorded hashes first."""
+    module = "GO111MODULE=on "
+    verify = f"  {module}go mod verify\n" if cached else ""
     ldflags = f"{_STATIC} "
     package = shlex.quote(path)
     src = f"{INPUT_DIR}/src"
@@ -32,13 +37,13 @@ def golang_build_script(path: str, fabric_version: str) -> str:
             f"  {module}go build -v -mod=vendor {ldflags}{out} {package}",
             f'elif [ -f "{src}/go.mod" ]; then',
             f"  cd {src}",
-            f"  {module}go build -v -mod=readonly {ldflags}{out} {package}",
+            f"{verify}  {module}go build -v -mod=readonly {ldflags}{out} {package}",
             f"elif [ -f {at_path}/go.mod ] && [ -d {at_path}/vendor ]; then",
             f"  cd {at_path}",
             f"  {module}go build -v -mod=vendor {ldflags}{out} .",
             f"elif [ -f {at_path}/go.mod ]; then",
             f"  cd {at_path}",
-            f"  {module}go build -v -mod=readonly {ldflags}{out} .",
+            f"{verify}  {module}go build -v -mod=readonly {ldflags}{out} .",
             "else",
             f"  GO111MODULE=off GOPATH={INPUT_DIR}:$GOPATH go build -v {ldflags}{out} {package}",
             "fi",
@@ -47,7 +52,7 @@ def golang_build_script(path: str, fabric_version: str) -> str:
     )
 
 
-def node_build_script(path: str, fabric_version: str) -> str:
+def node_build_script(path: str, cached: bool) -> str:
     return (
         "set -e\n"
         "if [ -x /chaincode/build.sh ]; then\n"
@@ -58,7 +63,7 @@ def node_build_script(path: str, fabric_version: str) -> str:
     )
 
 
-def java_build_script(path: str, fabric_version: str) -> str:
+def java_build_script(path: str, cached: bool) -> str:
     return "./build.sh"
 
 
@@ -89,6 +94,7 @@ class Platform:
     __slots__ = (
         "build_script",
         "build_workdir",
+        "cache_env",
         "default_build_env",
         "default_uid",
         "launch",
@@ -99,12 +105,13 @@ class Platform:
     def __init__(
         self,
         name: str,
-        build_script: Callable[[str, str], str],
+        build_script: Callable[[str, bool], str],
         launch: Callable[[str], list[str]],
         output_dir: str,
         build_workdir: str | None,
         default_uid: int | None,
         default_build_env: tuple[tuple[str, str], ...] = (),
+        cache_env: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.name = name
         self.build_script = build_script
@@ -118,6 +125,9 @@ class Platform:
         # and offline caches under /root (0700) and works as root only, as Fabric runs it.
         self.default_uid = default_uid
         self.default_build_env = default_build_env
+        # Where the platform's tools keep what they download and compile, pointed into
+        # CACHE_DIR when a build cache is configured.
+        self.cache_env = cache_env
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -128,7 +138,10 @@ PLATFORMS: dict[str, Platform] = {
         output_dir="/usr/local/bin",
         build_workdir=None,
         default_uid=500,
-        default_build_env=(("GOPROXY", "https://proxy.golang.org"),),
+        # auto: a go.mod asking for a newer Go than the image's gets it through the module
+        # proxy (Go's own toolchain switch), cached like any module; golang images say local.
+        default_build_env=(("GOPROXY", "https://proxy.golang.org"), ("GOTOOLCHAIN", "auto")),
+        cache_env=(("GOMODCACHE", f"{CACHE_DIR}/mod"), ("GOCACHE", f"{CACHE_DIR}/build")),
     ),
     "node": Platform(
         name="node",
@@ -137,6 +150,8 @@ PLATFORMS: dict[str, Platform] = {
         output_dir="/usr/local/src",
         build_workdir=None,
         default_uid=1000,
+        # npm checks every cached tarball against the lock file's integrity on reading it.
+        cache_env=(("npm_config_cache", f"{CACHE_DIR}/npm"), ("npm_config_prefer_offline", "true")),
     ),
     "java": Platform(
         name="java",
@@ -145,6 +160,17 @@ PLATFORMS: dict[str, Platform] = {
         output_dir="/root/chaincode-java/chaincode",
         build_workdir="/root/chaincode-java",
         default_uid=None,
+        # Downloads go to the cache; the image's offline repository stays a read-only tail, and
+        # file locks keep concurrent builds of one cache apart.
+        cache_env=(
+            (
+                "MAVEN_OPTS",
+                f"-Dmaven.repo.local={CACHE_DIR}/maven"
+                " -Dmaven.repo.local.tail=/root/.m2/repository"
+                " -Daether.syncContext.named.factory=file-lock"
+                " -Daether.syncContext.named.nameMapper=file-gav",
+            ),
+        ),
     ),
 }
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from k8scc import names
+from k8scc import buildcache, names
 from k8scc.config import Config, PlatformConfig, Resources
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
-from k8scc.platforms import INPUT_DIR, OUTPUT_DIR, Platform
+from k8scc.platforms import CACHE_DIR, INPUT_DIR, OUTPUT_DIR, Platform
 
 TLS_DIR = "/etc/hyperledger/fabric"
 # Where the builder leaves `uname -m` of its node, taken out before the output is collected.
@@ -26,6 +26,10 @@ ARCH_FILE = ".k8scc-machine"
 ARCH_LABEL = "kubernetes.io/arch"
 SCRATCH_DIR = "/tmp"
 TRANSFER_VOLUME = "transfer"
+CACHE_VOLUME = "cache"
+# How long after a build marked its cache scope the scope counts as in use, beyond the build's
+# own timeout: the pod's deadline runs from its start, a little before the mark.
+CACHE_IN_USE_MARGIN = 60
 
 
 def _resources(resources: Resources) -> dict[str, Any]:
@@ -97,6 +101,36 @@ def _env(variables: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": key, "value": value} for key, value in variables.items()]
 
 
+def _cache_preparer(
+    config: Config, settings: PlatformConfig, platform_dir: str, scope_dir: str
+) -> dict[str, Any]:
+    """The init container that makes the build's cache scope and prunes the platform's."""
+    assert config.build_cache is not None
+    keep = int(config.build_timeout) + CACHE_IN_USE_MARGIN
+    container: dict[str, Any] = {
+        "name": CACHE_VOLUME,
+        "image": settings.build_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": [
+            "/bin/sh",
+            "-c",
+            buildcache.PREPARE_SCRIPT,
+            "k8scc-cache",
+            platform_dir,
+            scope_dir,
+            str(config.build_cache.max_kib),
+            str(keep),
+        ],
+        "securityContext": _container_security(settings, read_only_root=True),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": buildcache.CLAIM_DIR}],
+    }
+    resources = _resources(config.builder_resources)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
 def builder_pod(
     config: Config,
     platform: Platform,
@@ -107,9 +141,11 @@ def builder_pod(
     transfer_dir: str,
 ) -> dict[str, Any]:
     """The pod running Fabric's build command for the platform, with `/chaincode/input`
-    read-only and `/chaincode/output` writable from subPaths of the transfer volume."""
+    read-only and `/chaincode/output` writable from subPaths of the transfer volume, and the
+    chaincode's scope of the build cache, when one is configured, at CACHE_DIR."""
     settings = config.platforms[platform.name]
-    script = platform.build_script(metadata_path, config.fabric_version)
+    cache = config.build_cache
+    script = platform.build_script(metadata_path, cache is not None)
     # Builders run as a non-root uid, so the output is opened to whoever reads it back, keeping
     # the build's exit status.
     wrapper = (
@@ -127,6 +163,7 @@ def builder_pod(
             {
                 **_home(settings),
                 **dict(platform.default_build_env),
+                **(dict(platform.cache_env) if cache else {}),
                 **config.build_env,
                 **settings.build_env,
             }
@@ -155,6 +192,19 @@ def builder_pod(
         {"name": TRANSFER_VOLUME, "persistentVolumeClaim": {"claimName": config.transfer_claim}},
         {"name": "scratch", "emptyDir": {}},
     ]
+    if cache:
+        platform_dir = buildcache.platform_dir(platform.name, settings.run_as_user)
+        scope_dir = buildcache.scope_dir(label, cache.scope)
+        container["volumeMounts"].append(
+            {"name": CACHE_VOLUME, "mountPath": CACHE_DIR, "subPath": f"{platform_dir}/{scope_dir}"}
+        )
+        spec["initContainers"] = [_cache_preparer(config, settings, platform_dir, scope_dir)]
+        spec["volumes"].append(
+            {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim}}
+        )
+        if "fsGroup" in spec["securityContext"]:
+            # Volumes that apply fsGroup would re-own a whole cache at every build otherwise.
+            spec["securityContext"]["fsGroupChangePolicy"] = "OnRootMismatch"
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -61,6 +61,16 @@ def _container_status(pod: dict[str, Any], container: str) -> dict[str, Any]:
     return {}
 
 
+def _init_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod.get("status", {}).get("initContainerStatuses") or [])
+
+
+def _terminated_text(terminated: dict[str, Any]) -> str:
+    text = f"{terminated.get('reason', 'Error')}, exit code {terminated.get('exitCode')}"
+    message = " ".join(str(terminated.get("message") or "").split())
+    return f"{text}: {message}" if message else text
+
+
 def waiting_state(pod: dict[str, Any], container: str, image_missing: bool) -> Waiting | None:
     """What the pod waits for, if anything. `image_missing`: a pull already failed for good,
     so the back-off that follows is stuck too."""
@@ -69,13 +79,15 @@ def waiting_state(pod: dict[str, Any], container: str, image_missing: bool) -> W
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
             # A cluster autoscaler may be adding the node it needs.
             return Waiting("Unschedulable", str(condition.get("message", "")), stuck=False)
-    waiting = _container_status(pod, container).get("state", {}).get("waiting") or {}
-    reason, message = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
-    if reason in STUCK_REASONS:
-        return Waiting(reason, message, stuck=True)
-    if reason in PULL_REASONS:
-        missing = image_missing or MISSING_IMAGE.search(message) is not None
-        return Waiting(reason, message, stuck=missing)
+    # Init containers run first: while one waits, the container waits for it.
+    for status in [*_init_statuses(pod), _container_status(pod, container)]:
+        waiting = status.get("state", {}).get("waiting") or {}
+        reason, message = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
+        if reason in STUCK_REASONS:
+            return Waiting(reason, message, stuck=True)
+        if reason in PULL_REASONS:
+            missing = image_missing or MISSING_IMAGE.search(message) is not None
+            return Waiting(reason, message, stuck=missing)
     return None
 
 
@@ -88,12 +100,12 @@ def failure(pod: dict[str, Any], container: str) -> str:
         if status.get("message"):
             text += f": {status['message']}"
         return text
+    for init in _init_statuses(pod):
+        init_end = init.get("state", {}).get("terminated") or {}
+        if init_end and init_end.get("exitCode") != 0:
+            return f"init container {init.get('name')}: {_terminated_text(init_end)}"
     if terminated:
-        reason = terminated.get("reason", "Error")
-        text = f"{reason}, exit code {terminated.get('exitCode')}"
-        if terminated.get("message"):
-            text += f": {terminated['message']}"
-        return text
+        return _terminated_text(terminated)
     return f"phase {status.get('phase')}"
 
 

@@ -26,7 +26,7 @@ def load_config(tmp_path: Path, text: str = "") -> configuration.Config:
 
 
 def test_paths_starting_with_chaincode_move_and_others_stay() -> None:
-    script = PLATFORMS["golang"].build_script("k8scc.test/samples/chaincode/go", "3.1")
+    script = PLATFORMS["golang"].build_script("k8scc.test/samples/chaincode/go", False)
     moved = relocate(script, Path("/r"))
     assert "cd /r/chaincode/input/src\n" in moved
     assert "-o /r/chaincode/output/chaincode k8scc.test/samples/chaincode/go" in moved
@@ -46,6 +46,7 @@ def test_environment_is_the_builder_pods(tmp_path: Path) -> None:
     assert env == {
         "HOME": str(tmp_path / "home"),
         "GOPROXY": "https://proxy.golang.org",
+        "GOTOOLCHAIN": "auto",
         "A": "platform",
         "B": "b",
     }

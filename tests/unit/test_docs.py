@@ -19,6 +19,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 SECTIONS = {
     "peer",
     "transfer",
+    "buildCache",
     "platforms",
     "platforms.golang",
     "builder",

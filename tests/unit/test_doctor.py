@@ -153,6 +153,7 @@ def test_an_invalid_configuration_fails_every_check_needing_it(tmp_path: Path) -
         ("api", False),
         ("permissions", False),
         ("admission", False),
+        ("build cache", False),
         ("transfer", False),
         ("images", False),
         ("chaincode address", True),

@@ -115,24 +115,24 @@ def _go_layout(shell: Shell, branch: int, path: str) -> None:
         (4, f"src/{GO_PATH}", "-mod=readonly", "."),
     ],
 )
-@pytest.mark.parametrize(("version", "module"), [("3.1", "<unset>"), ("2.5", "on")])
+@pytest.mark.parametrize("cached", [False, True])
 def test_go_module_branches(
-    shell: Shell, branch: int, cwd: str, mod: str, target: str, version: str, module: str
+    shell: Shell, branch: int, cwd: str, mod: str, target: str, cached: bool
 ) -> None:
     _go_layout(shell, branch, GO_PATH)
     shell.tool("go")
-    stdout = shell.run(platforms.golang_build_script(GO_PATH, version))
+    stdout = shell.run(platforms.golang_build_script(GO_PATH, cached))
     assert stdout.splitlines()[-1] == "Done!"
     called_in, env, args = shell.called()
     assert called_in == str(shell.input / cwd)
-    assert env["GO111MODULE"] == module
+    assert env["GO111MODULE"] == "on"
     assert args == ["build", "-v", mod, *STATIC_ARGS, "-o", f"{shell.output}/chaincode", target]
 
 
-@pytest.mark.parametrize("version", ["3.1", "2.5"])
-def test_go_gopath_branch(shell: Shell, version: str) -> None:
+@pytest.mark.parametrize("cached", [False, True])
+def test_go_gopath_branch(shell: Shell, cached: bool) -> None:
     shell.tool("go")
-    shell.run(platforms.golang_build_script(GO_PATH, version))
+    shell.run(platforms.golang_build_script(GO_PATH, cached))
     called_in, env, args = shell.called()
     assert called_in == str(shell.root)
     assert env == {"GO111MODULE": "off", "GOPATH": f"{shell.input}:/go"}
@@ -143,14 +143,14 @@ def test_go_source_root_module_wins_over_package_module(shell: Shell) -> None:
     _go_layout(shell, 2, GO_PATH)
     _go_layout(shell, 3, GO_PATH)
     shell.tool("go")
-    shell.run(platforms.golang_build_script(GO_PATH, "3.1"))
+    shell.run(platforms.golang_build_script(GO_PATH, False))
     called_in, _, args = shell.called()
     assert called_in == str(shell.input / "src")
     assert "-mod=readonly" in args
 
 
 def test_go_script_text_follows_fabric() -> None:
-    script = platforms.golang_build_script(GO_PATH, "3.1")
+    script = platforms.golang_build_script(GO_PATH, False)
     lines = script.splitlines()
     assert lines[0] == "set -e"
     assert lines[-1] == "echo Done!"
@@ -167,17 +167,35 @@ def test_go_script_text_follows_fabric() -> None:
     assert len(builds) == 5
     for build in builds:
         assert f"{STATIC} -o /chaincode/output/chaincode" in build
-    assert "GO111MODULE=on" not in script
+    for build in builds[:4]:
+        assert build.startswith("GO111MODULE=on go build -v -mod=")
     assert builds[4].startswith("GO111MODULE=off GOPATH=/chaincode/input:$GOPATH go build -v ")
-    old = platforms.golang_build_script(GO_PATH, "2.5")
-    assert [line.strip() for line in old.splitlines() if "go build" in line][:4] == [
-        f"GO111MODULE=on {build}" for build in builds[:4]
-    ]
 
 
-@pytest.mark.parametrize("version", ["3.0", "3.1", "3"])
-def test_go_no_module_prefix_for_fabric_3(version: str) -> None:
-    assert "GO111MODULE=on" not in platforms.golang_build_script(GO_PATH, version)
+def test_go_module_builds_keep_the_prefix_released_fabric_keeps() -> None:
+    """Fabric 2.5.x, 3.0.0 and 3.1.x all run `GO111MODULE=on go build`; only its unreleased
+    main dropped the prefix."""
+    script = platforms.golang_build_script(GO_PATH, False)
+    assert script.count("GO111MODULE=on go build") == 4
+
+
+@pytest.mark.parametrize(("branch", "verified"), [(1, False), (2, True), (3, False), (4, True)])
+def test_go_modules_from_a_cache_are_verified_before_the_build(
+    shell: Shell, branch: int, verified: bool
+) -> None:
+    """A vendored build reads no cached module; a module build first checks the cached ones
+    against the hashes recorded when they were downloaded."""
+    _go_layout(shell, branch, GO_PATH)
+    calls = shell.root / "calls.txt"
+    go = shell.bin / "go"
+    go.write_text(f'#!/bin/sh\necho "$GO111MODULE $1 $2" >> {calls}\n')
+    go.chmod(0o755)
+    shell.run(platforms.golang_build_script(GO_PATH, True))
+    expected = ["on mod verify"] if verified else []
+    assert calls.read_text().splitlines() == [*expected, "on build -v"]
+    calls.unlink()
+    shell.run(platforms.golang_build_script(GO_PATH, False))
+    assert calls.read_text().splitlines() == ["on build -v"]
 
 
 AWKWARD_PATHS = [
@@ -198,7 +216,7 @@ AWKWARD_PATHS = [
 def test_go_path_is_quoted(shell: Shell, path: str, branch: int) -> None:
     _go_layout(shell, branch, path)
     shell.tool("go")
-    shell.run(platforms.golang_build_script(path, "3.1"))
+    shell.run(platforms.golang_build_script(path, False))
     called_in, _, args = shell.called()
     if branch == 4:
         assert called_in == str(shell.input / "src" / path)
@@ -213,7 +231,7 @@ def test_go_path_is_quoted(shell: Shell, path: str, branch: int) -> None:
 
 
 def test_node_build_script_follows_fabric() -> None:
-    assert platforms.node_build_script("ignored", "3.1") == (
+    assert platforms.node_build_script("ignored", False) == (
         "set -e\n"
         "if [ -x /chaincode/build.sh ]; then\n"
         "  /chaincode/build.sh\n"
@@ -230,7 +248,7 @@ def test_node_build_without_image_build_script(shell: Shell) -> None:
     (shell.input / "src" / "lib" / "cc.js").write_text("x")
     shell.tool("npm")
     shell.run(
-        platforms.node_build_script("", "3.1"),
+        platforms.node_build_script("", False),
         {"/chaincode/build.sh": shell.root / "no-build.sh"},
     )
     assert (shell.output / "package.json").is_file()
@@ -242,12 +260,12 @@ def test_node_build_without_image_build_script(shell: Shell) -> None:
 
 def test_node_build_prefers_the_image_build_script(shell: Shell) -> None:
     build = shell.tool("build.sh", shell.root / "image" / "build.sh")
-    shell.run(platforms.node_build_script("", "3.1"), {"/chaincode/build.sh": build})
+    shell.run(platforms.node_build_script("", False), {"/chaincode/build.sh": build})
     assert shell.called()[2] == []
 
 
 def test_java_build_is_the_image_build_script() -> None:
-    assert platforms.java_build_script("ignored", "2.5") == "./build.sh"
+    assert platforms.java_build_script("ignored", False) == "./build.sh"
     assert PLATFORMS["java"].build_workdir == "/root/chaincode-java"
 
 
@@ -314,7 +332,10 @@ def test_platform_table() -> None:
     }
     assert PLATFORMS["golang"].build_workdir is None
     assert PLATFORMS["node"].build_workdir is None
-    assert dict(PLATFORMS["golang"].default_build_env) == {"GOPROXY": "https://proxy.golang.org"}
+    assert dict(PLATFORMS["golang"].default_build_env) == {
+        "GOPROXY": "https://proxy.golang.org",
+        "GOTOOLCHAIN": "auto",
+    }
     assert PLATFORMS["node"].default_build_env == PLATFORMS["java"].default_build_env == ()
     assert {name: p.default_uid for name, p in PLATFORMS.items()} == {
         "golang": 500,

@@ -291,7 +291,7 @@ def test_builder_runs_the_platform_build_script(plain: Config, name: str) -> Non
     command = box["args"]
     assert command[:2] == ["/bin/sh", "-c"]
     assert command[3] == "k8scc-build"
-    assert command[4] == platform.build_script("example.com/cc", plain.fabric_version)
+    assert command[4] == platform.build_script("example.com/cc", False)
     assert len(command) == 5
     assert box.get("workingDir") == platform.build_workdir
     assert box["securityContext"]["readOnlyRootFilesystem"] is False
@@ -354,6 +354,7 @@ def test_builder_env(plain: Config, full: Config) -> None:
     assert env_of(builder(plain, "golang")) == {
         "HOME": "/tmp",
         "GOPROXY": "https://proxy.golang.org",
+        "GOTOOLCHAIN": "auto",
     }
     assert env_of(builder(plain, "node")) == {"HOME": "/tmp"}
     assert env_of(builder(full, "java")) == {"HTTPS_PROXY": "http://proxy:3128"}
