@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import buildah, fabric_images, oci, peer_image, realnode
+from testbed.binaries import cache_root
 from testbed.controlplane import ControlPlane
 from testbed.realnode import RealNode
 
@@ -26,6 +27,10 @@ ENTRYPOINT_IMAGE = "localhost/k8scc/entrypoint:1.0"
 # The recipe k8scc ships for Java under PodSecurity `restricted`, built from the javaenv image.
 NONROOT_JAVAENV_RECIPE = Path(__file__).resolve().parent.parent / "images" / "javaenv-nonroot"
 NONROOT_JAVAENV_IMAGE = "localhost/k8scc/javaenv-nonroot:2.5"
+# The claim of the build cache every test bed build shares (build_settings).
+BUILD_CACHE_CLAIM = "k8scc-build-cache"
+# Its directory, kept across runs as an operator's volume is; the number is its layout's version.
+BUILD_CACHE_DIR = "build-cache-1"
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Testbed:
     workdir: Path
     control_plane: ControlPlane = field(init=False)
     real_node: RealNode = field(init=False)
+    _cached_namespaces: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.control_plane = ControlPlane(
@@ -79,6 +85,23 @@ class Testbed:
     def egress_proxy(self) -> str | None:
         """The HTTPS proxy builds download through: pods have no other way out."""
         return self.real_node.egress.url if self.real_node.egress is not None else None
+
+    def build_settings(self, namespace: str) -> dict[str, Any]:
+        """k8scc settings for builds in `namespace` as an operator's cluster would have them:
+        downloads through the egress proxy, and a build cache. The cache's claim is made here,
+        once per namespace, on one host directory that every namespace and run shares, so a
+        chaincode built before builds warm; tests of cold builds name a claim of their own."""
+        if namespace not in self._cached_namespaces:
+            directory = cache_root() / BUILD_CACHE_DIR
+            directory.mkdir(parents=True, exist_ok=True)
+            # A hostPath volume takes no fsGroup: open to every builder user.
+            directory.chmod(0o777)
+            self.control_plane.create_local_volume(namespace, BUILD_CACHE_CLAIM, directory)
+            self._cached_namespaces.add(namespace)
+        settings: dict[str, Any] = {"buildCache": {"claimName": BUILD_CACHE_CLAIM}}
+        if self.egress_proxy:
+            settings["buildEnv"] = {"HTTPS_PROXY": self.egress_proxy}
+        return settings
 
     def stop(self) -> None:
         try:

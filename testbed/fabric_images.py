@@ -2,8 +2,8 @@
 scripts of our own under testbed/fabric_images, and tagged with the real names so that k8scc's
 defaults pull them:
 
-- fabric-ccenv: Go on PATH at /usr/local/go/bin, a C toolchain for static links, user
-  `chaincode` (500), `/chaincode/{input,output}` owned by it;
+- fabric-ccenv: Go on PATH at /usr/local/go/bin with GOTOOLCHAIN=local, a C toolchain for
+  static links, user `chaincode` (500), `/chaincode/{input,output}` owned by it;
 - fabric-baseos: a shell and nothing else, user `chaincode`;
 - fabric-nodeenv: Node.js, npm and a native toolchain, no USER (root), `/chaincode/build.sh`,
   `/chaincode/start.sh`, root-owned `/chaincode/{input,output}` and `/usr/local/src`;
@@ -71,7 +71,8 @@ def ccenv(name: str) -> oci.Image:
             "/chaincode/output": (0o755, 500, 500),
         },
         user="chaincode",
-        env=(f"PATH=/usr/local/go/bin:{SYSTEM_PATH}",),
+        # As golang images say (ccenv is built on one): no toolchain switch unless asked.
+        env=(f"PATH=/usr/local/go/bin:{SYSTEM_PATH}", "GOTOOLCHAIN=local"),
         prepare=trust_host_cas,
         prepared="update-ca-certificates",
     )

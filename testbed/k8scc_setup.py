@@ -61,7 +61,7 @@ def k8scc_network(
             "kubernetesServer": control_plane.server,
             "transfer": {"claimName": "transfer", "mountPath": str(transfer_dir)},
             "timeouts": {"stuck": "10s", "start": "120s"},
-            **({"buildEnv": {"HTTPS_PROXY": testbed.egress_proxy}} if testbed.egress_proxy else {}),
+            **testbed.build_settings(namespace),
         },
     )
     # The entry `k8scc core-yaml` writes; of the names it propagates, this peer's environment

@@ -210,9 +210,10 @@ class PeerPod:
 def pod_network(testbed: Testbed, namespace: str, workdir: Path) -> fabric.FabricNetwork:
     """A Fabric 3.1 network (not started yet) whose peer runs in a pod of `namespace`, with
     k8scc's timeouts short enough for tests and builds downloading through the node's proxy."""
-    settings: dict[str, Any] = {"timeouts": {"stuck": "10s", "start": "120s"}}
-    if testbed.egress_proxy:
-        settings["buildEnv"] = {"HTTPS_PROXY": testbed.egress_proxy}
+    settings: dict[str, Any] = {
+        "timeouts": {"stuck": "10s", "start": "120s"},
+        **testbed.build_settings(namespace),
+    }
     return fabric.FabricNetwork(
         workdir / "fabric",
         "3.1",

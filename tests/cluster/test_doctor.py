@@ -20,7 +20,16 @@ from tests.support.builder import Builder, apply_rbac, make_builder, peer_env, r
 # for all three platforms (test_fabric_images covers what `restricted` says to Java).
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300), pytest.mark.podsecurity("baseline")]
 
-CHECKS = ["config", "api", "permissions", "admission", "transfer", "images", "chaincode address"]
+CHECKS = [
+    "config",
+    "api",
+    "permissions",
+    "admission",
+    "build cache",
+    "transfer",
+    "images",
+    "chaincode address",
+]
 PERMISSIONS = [
     (verb, resource)
     for rule in rbac_rules()
@@ -114,7 +123,7 @@ def test_an_invalid_configuration_fails_with_its_error_and_runs_nothing_needing_
     assert report.returncode == 1
     assert report.status("config") == "FAIL"
     assert "timeouts.build: invalid duration '5 minutes'" in report.detail("config")
-    for check in ("api", "permissions", "admission", "transfer", "images"):
+    for check in ("api", "permissions", "admission", "build cache", "transfer", "images"):
         assert report.detail(check) == "not run: needs a valid configuration"
 
 
@@ -133,7 +142,7 @@ def test_an_unreachable_api_server_is_a_failed_row(
     closed.write_text(kubeconfig(f"https://127.0.0.1:{port}", testbed.control_plane.ca_file, user))
     report = doctor("--config", with_config(builder, tmp_path, kubeconfig=str(closed)))
     assert report.returncode == 1
-    assert report.failed() == ["api", "permissions", "admission"]
+    assert report.failed() == ["api", "permissions", "admission", "build cache"]
     assert f"asking https://127.0.0.1:{port} who we are" in report.detail("api")
     assert "onnect" in report.detail("api")
     assert report.detail("permissions") == "not run: needs the api check to pass"
@@ -177,6 +186,36 @@ def test_pods_the_namespace_podsecurity_rejects_fail_with_the_servers_message(
     assert "AppArmor" in detail
     # PodSecurity judges pods only.
     assert "TLS Secret" not in detail
+
+
+def test_the_build_cache_claim_is_inspected_where_the_role_lets_doctor_read_it(
+    testbed: Testbed, namespace: str, volume_dir: Path, tmp_path: Path
+) -> None:
+    claims = {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get"]}
+    readable = [*rbac_rules(), claims]
+    apply_rbac(testbed.control_plane, namespace, readable)
+    builder = make_builder(testbed, namespace, volume_dir, tmp_path)
+    report = doctor("--builder-dir", builder.directory)
+    assert report.status("build cache") == "PASS", report.stdout
+    assert report.detail("build cache") == (
+        "claim k8scc-build-cache Bound, ReadWriteMany, 10Gi;"
+        " scope chaincode, at most 4096 MiB per platform"
+    )
+    missing = with_config(builder, tmp_path, buildCache={"claimName": "nowhere"})
+    report = doctor("--config", missing)
+    assert report.failed() == ["build cache"]
+    assert report.detail("build cache") == f"claim nowhere not found in namespace {namespace}"
+
+
+def test_without_get_on_claims_the_build_cache_is_reported_not_inspected(
+    builder: Builder,
+) -> None:
+    report = doctor("--builder-dir", builder.directory)
+    assert report.status("build cache") == "PASS"
+    assert report.detail("build cache") == (
+        "claim k8scc-build-cache (scope chaincode, at most 4096 MiB per platform)"
+        " not inspected: no get on persistentvolumeclaims"
+    )
 
 
 def test_a_missing_transfer_mount_fails(builder: Builder, tmp_path: Path) -> None:

@@ -137,9 +137,8 @@ def make_builder(
         "peer": {"id": "peer0.org1.example.com"},
         "transfer": {"claimName": "transfer", "mountPath": str(transfer)},
         "timeouts": {"stuck": "5s", "start": "60s"},
+        **testbed.build_settings(namespace),
     }
-    if testbed.egress_proxy:
-        config["buildEnv"] = {"HTTPS_PROXY": testbed.egress_proxy}
     config.update(extra or {})
     config = {key: value for key, value in config.items() if value is not None}
     directory = install_builder(workdir / "builder", config)

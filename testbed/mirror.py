@@ -1,0 +1,67 @@
+"""A pull-through package mirror on the node's bridge address, as operators run one inside their
+network: plain HTTP to pods, HTTPS upstream from the host. `/go/` serves the Go module proxy's
+protocol and `/npm/` the npm registry's, each passed through to the public registry; every path
+asked for is recorded, so a test sees which requests a build sent to the mirror."""
+
+from __future__ import annotations
+
+import http.server
+import urllib.error
+import urllib.request
+
+from testbed.relay import Server
+
+UPSTREAMS = {"go": "https://proxy.golang.org", "npm": "https://registry.npmjs.org"}
+# Headers of the client's request the registries answer by (npm's abbreviated metadata).
+PASSED_ON = ("Accept", "Accept-Encoding", "User-Agent")
+REQUEST_SECONDS = 60
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Mirror
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        kind, _, rest = self.path.lstrip("/").partition("/")
+        upstream = UPSTREAMS.get(kind)
+        if upstream is None:
+            self._answer(404, b"no such mirror\n", {})
+            return
+        self.server.requests.append(self.path)
+        headers = {name: self.headers[name] for name in PASSED_ON if self.headers[name]}
+        # https only: the upstreams above.
+        request = urllib.request.Request(f"{upstream}/{rest}", headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_SECONDS) as response:  # noqa: S310
+                body = response.read()
+                status = response.status
+                kept = {
+                    name: response.headers[name]
+                    for name in ("Content-Type", "Content-Encoding")
+                    if response.headers[name]
+                }
+        except urllib.error.HTTPError as error:
+            body, status, kept = error.read(), error.code, {}
+        except OSError as error:
+            body, status, kept = f"{error}\n".encode(), 502, {}
+        self._answer(status, body, kept)
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the requests are recorded instead."""
+
+
+class Mirror(Server):
+    def __init__(self, address: str) -> None:
+        super().__init__(address, _Handler)
+        self.requests: list[str] = []
+
+    def url(self, kind: str) -> str:
+        return f"http://{self.server_address[0]!s}:{self.port}/{kind}"
