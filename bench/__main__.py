@@ -20,11 +20,14 @@ from bench.suite import Bench, Settings
 from testbed.cluster import Testbed
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("build", "detect", "launch", "concurrency", "transfer")
+SECTIONS = ("build", "cache", "detect", "launch", "concurrency", "transfer")
 NOTES = [
     "Builds start with empty caches on both sides: a fresh HOME, so Go's module and build "
     "caches, npm's cache and Maven's repository are empty, as in the builder pod's emptyDir; "
     "dependencies are downloaded from the package registries in every build.",
+    "The cache section gives each run a namespace with an empty build cache of its own: the "
+    "sample is built as version 1 (cold), then as version 2 (warm: same chaincode, so same "
+    "cache scope), then two other chaincodes build at once on that cache.",
     "API requests are those of k8scc's ServiceAccount from the API server's audit log, each "
     "counted once: at ResponseComplete, or at ResponseStarted for long-running requests "
     "(watches, followed logs), which complete only when the launch ends.",
@@ -74,6 +77,7 @@ def measure(bench: Bench, sections: list[str], results: dict[str, Any]) -> None:
 
     steps: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
         "build": ("build overhead", lambda: {"build": bench.build_overhead()}),
+        "cache": ("build cache: cold and warm", lambda: {"cache": bench.build_cache()}),
         "detect": ("detect", bench.detect),
         "launch": (
             "launches: latency, memory, API load",

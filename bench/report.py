@@ -50,6 +50,14 @@ def rows(results: dict[str, Any]) -> list[Row]:
             add(f"build {platform}: k8scc/host", "x", build["ratio"], "≤ 1.10", _at_most(1.10))
             add(f"build {platform}: k8scc - host", "s", build.get("overhead_s"))
             add(f"build {platform}: API requests", "", build["requests"])
+    for platform in PLATFORMS:
+        cache = results.get("cache", {}).get(platform)
+        if cache:
+            add(f"cached build {platform}: cold", "s", cache["cold_s"])
+            add(f"cached build {platform}: second version (warm)", "s", cache["warm_s"])
+            target, check = ("≥ 5", _at_least(5.0)) if platform == "golang" else ("", None)
+            add(f"cached build {platform}: cold/warm", "x", cache["speedup"], target, check)
+            add(f"cached build {platform}: two chaincodes at once", "s", cache["together_s"])
     if "detect_ms" in results:
         add("detect", "ms", results["detect_ms"], "≤ 60 ms", _at_most(60))
     add("detect (config with a platforms section)", "ms", results.get("detect_platforms_ms"))

@@ -45,7 +45,13 @@ ACCOUNT = "k8scc"
 BUILT_FILE = {"golang": "chaincode", "node": "package.json", "java": "chaincode.jar"}
 MB = 1024 * 1024
 # Generous: a cold Java build downloads Maven's plugins, and 50 pods start on 2 cores.
-BUILDER_CONFIG = {"timeouts": {"stuck": "60s", "start": "300s", "build": "900s"}}
+# No build cache: the overhead is measured against a host build that starts empty too; the
+# cache section gives its spaces caches of their own.
+BUILDER_CONFIG = {
+    "timeouts": {"stuck": "60s", "start": "300s", "build": "900s"},
+    "buildCache": None,
+}
+CACHE_CLAIM = "bench-cache"
 
 
 @dataclass(frozen=True)
@@ -133,18 +139,22 @@ class Bench:
         path.mkdir(parents=True)
         return path
 
-    def space(self, label: str) -> Space:
+    def space(self, label: str, cached: bool = False) -> Space:
+        """`cached`: with an empty build cache of the space's own."""
         name = f"bench-{label}-{next(self._ids)}"
         workdir = self.scratch(name)
-        volume = workdir / "volume"
-        volume.mkdir(mode=0o777)
-        volume.chmod(0o777)
         control_plane = self.testbed.control_plane
         # Java runs as its image's user, which `baseline` admits; the level changes no timing.
         control_plane.create_namespace(name, enforce="baseline")
-        control_plane.create_local_volume(name, "transfer", volume)
+        for claim, wanted in (("transfer", True), (CACHE_CLAIM, cached)):
+            if wanted:
+                volume = workdir / claim
+                volume.mkdir()
+                volume.chmod(0o777)
+                control_plane.create_local_volume(name, claim, volume)
         apply_rbac(control_plane, name)
-        builder = make_builder(self.testbed, name, volume, workdir, BUILDER_CONFIG, ACCOUNT)
+        config = {**BUILDER_CONFIG, "buildCache": {"claimName": CACHE_CLAIM} if cached else None}
+        builder = make_builder(self.testbed, name, workdir / "transfer", workdir, config, ACCOUNT)
         return Space(name, builder, PodWatch(self.testbed.control_plane.client(), name))
 
     def add_unrelated_pods(self, space: Space, count: int) -> None:
@@ -201,6 +211,55 @@ class Bench:
                 "runs": runs,
             }
         return results
+
+    # -- 2. build cache ------------------------------------------------------------------------
+
+    def build_cache(self) -> dict[str, Any]:
+        """Per platform: the sample built into an empty cache (version 1), then a second
+        version of it (the warm rebuild), then two other chaincodes at once on that cache."""
+        results: dict[str, Any] = {}
+        for platform in self.settings.platforms:
+            runs: list[dict[str, float]] = []
+            for run in range(self.settings.build_runs):
+                space = self.space(f"cache-{platform}", cached=True)
+                measured = {
+                    f"{version}_s": self._k8scc_build(
+                        space, platform, *package_source(platform, self.scratch(version), label)
+                    )
+                    for version, label in (("cold", "cached_1.0"), ("warm", "cached_2.0"))
+                }
+                measured["together_s"] = self._builds_at_once(space, platform)
+                self.log(
+                    f"cache {platform} run {run + 1}: cold {measured['cold_s']:.1f} s, warm "
+                    f"{measured['warm_s']:.1f} s, two at once {measured['together_s']:.1f} s"
+                )
+                runs.append(measured)
+            cold = [r["cold_s"] for r in runs]
+            warm = [r["warm_s"] for r in runs]
+            results[platform] = {
+                "cold_s": summary(cold),
+                "warm_s": summary(warm),
+                "speedup": summary(stats.paired_ratios(cold, warm)),
+                "together_s": summary([r["together_s"] for r in runs]),
+                "runs": runs,
+            }
+        return results
+
+    def _builds_at_once(self, space: Space, platform: str) -> float:
+        steps = []
+        started = time.monotonic()
+        for label in ("first_1.0", "second_1.0"):
+            scratch = self.scratch(f"together-{platform}")
+            source, metadata = package_source(platform, scratch, label)
+            output = scratch / "bld"
+            output.mkdir()
+            steps.append((space.builder.start("build", source, metadata, output), output))
+        for step, output in steps:
+            code = step.process.wait(1200)
+            step.stop()
+            if code != 0 or not (output / "output" / BUILT_FILE[platform]).exists():
+                raise RuntimeError(f"concurrent cached build of {platform} failed:\n{step.stderr}")
+        return time.monotonic() - started
 
     def _k8scc_build(self, space: Space, platform: str, source: Path, metadata: Path) -> float:
         output = self.scratch(f"bld-{platform}")
