@@ -59,9 +59,17 @@ def cached_builder(
     cache: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Builder:
-    apply_rbac(testbed.control_plane, namespace)
     settings = {"buildCache": {"claimName": CLAIM, **(cache or {})}, **(extra or {})}
-    return make_builder(testbed, namespace, volume_dir, tmp_path / "k8scc", settings)
+    return plain_builder(testbed, namespace, volume_dir, tmp_path, settings)
+
+
+def plain_builder(
+    testbed: Testbed, namespace: str, volume_dir: Path, tmp_path: Path, settings: dict[str, Any]
+) -> Builder:
+    apply_rbac(testbed.control_plane, namespace)
+    workdir = tmp_path / "k8scc"
+    workdir.mkdir()
+    return make_builder(testbed, namespace, volume_dir, workdir, settings)
 
 
 def build(builder: Builder, package: tuple[Path, Path], workdir: Path) -> tuple[str, Path]:
@@ -305,14 +313,13 @@ def test_go_and_npm_mirrors_reach_the_build(
     testbed: Testbed, namespace: str, volume_dir: Path, tmp_path: Path, mirror: Mirror
 ) -> None:
     """No HTTPS_PROXY: the pods' only way to a registry is the mirror the settings name."""
-    apply_rbac(testbed.control_plane, namespace)
     env = {
         "GOPROXY": mirror.url("go"),
         "npm_config_registry": f"{mirror.url('npm')}/",
     }
     # No cache: what the test bed's shared one holds would spare the mirror some requests.
     settings = {"buildEnv": env, "buildCache": None}
-    builder = make_builder(testbed, namespace, volume_dir, tmp_path / "k8scc", settings)
+    builder = plain_builder(testbed, namespace, volume_dir, tmp_path, settings)
     build(builder, uuid_package(tmp_path / "go", "ids_1"), tmp_path / "go")
     assert "/go/github.com/google/uuid/@v/v1.6.0.zip" in mirror.requests
     package = small_node_package(tmp_path / "node", "numbers_1")
@@ -332,9 +339,8 @@ def test_a_vendored_go_package_builds_with_no_network(
     source, metadata = package_source("golang", tmp_path, "asset_1.0")
     host_go(source / "src", "mod", "vendor")
     assert (source / "src" / "vendor" / "modules.txt").is_file()
-    apply_rbac(testbed.control_plane, namespace)
     offline = {"buildEnv": {"GOPROXY": "off", "GOSUMDB": "off"}, "buildCache": None}
-    builder = make_builder(testbed, namespace, volume_dir, tmp_path / "k8scc", offline)
+    builder = plain_builder(testbed, namespace, volume_dir, tmp_path, offline)
     log, output = build(builder, (source, metadata), tmp_path)
     assert DOWNLOADING not in log
     assert (output / "output" / "chaincode").is_file()
