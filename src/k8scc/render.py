@@ -4,7 +4,8 @@ what the steps create.
 
 Pods are admitted under PodSecurity `restricted`: non-root with explicit ids, no privilege
 escalation, no capabilities, RuntimeDefault seccomp, no ServiceAccount token, and a read-only
-root filesystem for chaincode (builders write caches below their image's GOPATH or HOME). A
+root filesystem for chaincode (builders write caches below their image's GOPATH or HOME, or
+in their scope of the build cache, which an init container of the same hardening prepares). A
 platform run as its image's own user (fabric-javaenv: root) keeps all of that but the ids and
 runAsNonRoot, which PodSecurity `baseline` admits.
 """
@@ -15,7 +16,7 @@ import base64
 from typing import Any
 
 from k8scc import buildcache, names
-from k8scc.config import Config, PlatformConfig, Resources
+from k8scc.config import BuildCache, Config, PlatformConfig, Resources
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
 from k8scc.platforms import CACHE_DIR, INPUT_DIR, OUTPUT_DIR, Platform
@@ -102,10 +103,9 @@ def _env(variables: dict[str, str]) -> list[dict[str, str]]:
 
 
 def _cache_preparer(
-    config: Config, settings: PlatformConfig, platform_dir: str, scope_dir: str
+    config: Config, cache: BuildCache, settings: PlatformConfig, platform_dir: str, scope_dir: str
 ) -> dict[str, Any]:
     """The init container that makes the build's cache scope and prunes the platform's."""
-    assert config.build_cache is not None
     keep = int(config.build_timeout) + CACHE_IN_USE_MARGIN
     container: dict[str, Any] = {
         "name": CACHE_VOLUME,
@@ -118,7 +118,7 @@ def _cache_preparer(
             "k8scc-cache",
             platform_dir,
             scope_dir,
-            str(config.build_cache.max_kib),
+            str(cache.max_kib),
             str(keep),
         ],
         "securityContext": _container_security(settings, read_only_root=True),
@@ -198,7 +198,7 @@ def builder_pod(
         container["volumeMounts"].append(
             {"name": CACHE_VOLUME, "mountPath": CACHE_DIR, "subPath": f"{platform_dir}/{scope_dir}"}
         )
-        spec["initContainers"] = [_cache_preparer(config, settings, platform_dir, scope_dir)]
+        spec["initContainers"] = [_cache_preparer(config, cache, settings, platform_dir, scope_dir)]
         spec["volumes"].append(
             {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim}}
         )
