@@ -6,6 +6,7 @@ asked for is recorded, so a test sees which requests a build sent to the mirror.
 from __future__ import annotations
 
 import http.server
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +16,7 @@ UPSTREAMS = {"go": "https://proxy.golang.org", "npm": "https://registry.npmjs.or
 # Headers of the client's request the registries answer by (npm's abbreviated metadata).
 PASSED_ON = ("Accept", "Accept-Encoding", "User-Agent")
 REQUEST_SECONDS = 60
+ATTEMPTS = 3
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -31,19 +33,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {name: self.headers[name] for name in PASSED_ON if self.headers[name]}
         # https only: the upstreams above.
         request = urllib.request.Request(f"{upstream}/{rest}", headers=headers)  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=REQUEST_SECONDS) as response:  # noqa: S310
-                body = response.read()
-                status = response.status
-                kept = {
-                    name: response.headers[name]
-                    for name in ("Content-Type", "Content-Encoding")
-                    if response.headers[name]
-                }
-        except urllib.error.HTTPError as error:
-            body, status, kept = error.read(), error.code, {}
-        except OSError as error:
-            body, status, kept = f"{error}\n".encode(), 502, {}
+        status, body, kept = _fetch(request)
         self._answer(status, body, kept)
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -56,6 +46,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the requests are recorded instead."""
+
+
+def _fetch(request: urllib.request.Request) -> tuple[int, bytes, dict[str, str]]:
+    """The registry's answer; a failed connection is tried again, as a mirror would, before
+    the build is told 502."""
+    failure: OSError | None = None
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            time.sleep(1)
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_SECONDS) as response:  # noqa: S310
+                kept = {
+                    name: response.headers[name]
+                    for name in ("Content-Type", "Content-Encoding")
+                    if response.headers[name]
+                }
+                return response.status, response.read(), kept
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), {}
+        except OSError as error:
+            failure = error
+    return 502, f"{failure}\n".encode(), {}
 
 
 class Mirror(Server):
