@@ -26,6 +26,8 @@ class Request:
     verb: str
     resource: str  # resource[/subresource], or the path for non-resource requests
     received: float  # seconds since the epoch
+    # When the server answered: the counted stage's time (a create is then stored).
+    answered: float
 
     @property
     def kind(self) -> str:
@@ -79,10 +81,16 @@ def requests_by(
         received = parse_timestamp(event["requestReceivedTimestamp"])
         if not since <= received < until or event["auditID"] in seen:
             continue
+        answered = parse_timestamp(event.get("stageTimestamp") or event["requestReceivedTimestamp"])
         seen[event["auditID"]] = Request(
-            event["auditID"], event["verb"], _resource(event), received
+            event["auditID"], event["verb"], _resource(event), received, answered
         )
     return sorted(seen.values(), key=lambda r: r.received)
+
+
+def first_answer(requests: Iterable[Request], kind: str) -> float | None:
+    """When the server answered the first request of `kind` (`create pods`), if any."""
+    return next((r.answered for r in requests if r.kind == kind), None)
 
 
 def breakdown(requests: Iterable[Request]) -> dict[str, int]:

@@ -68,6 +68,13 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if not figures:
             continue
         add(f"launch → registered ({label})", "s", figures["registered_s"])
+        add(
+            f"run start → pod accepted ({label})",
+            "ms",
+            figures.get("accepted_ms"),
+            "≤ 50 ms median",
+            lambda summary: bool(summary["median"] <= 50),
+        )
         add(f"launch → pod Running ({label})", "s", figures["running_s"])
         add(f"run peak RSS ({label})", "MB", figures["rss_peak_mb"], "≤ 30 MB", _at_most(30))
         add(f"run steady RSS ({label})", "MB", figures["rss_steady_mb"], "≤ 30 MB", _at_most(30))

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from bench.audit import breakdown, parse_timestamp, read_events, requests_by, serviceaccount_user
+from bench.audit import (
+    breakdown,
+    first_answer,
+    parse_timestamp,
+    read_events,
+    requests_by,
+    serviceaccount_user,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -25,12 +32,16 @@ def event(
     second: float,
     user: str = USER,
     subresource: str | None = None,
+    took: float = 0.0,
 ) -> dict[str, Any]:
     ref: dict[str, Any] = {"resource": resource, "namespace": "ns1", "apiVersion": "v1"}
     if subresource:
         ref["subresource"] = subresource
-    micros = round(second * 1_000_000)
-    stamp = f"2026-11-24T17:00:{micros // 1_000_000:02d}.{micros % 1_000_000:06d}Z"
+
+    def stamp(at: float) -> str:
+        micros = round(at * 1_000_000)
+        return f"2026-11-24T17:00:{micros // 1_000_000:02d}.{micros % 1_000_000:06d}Z"
+
     return {
         "kind": "Event",
         "level": "Metadata",
@@ -39,7 +50,8 @@ def event(
         "verb": verb,
         "user": {"username": user},
         "objectRef": ref,
-        "requestReceivedTimestamp": stamp,
+        "requestReceivedTimestamp": stamp(second),
+        "stageTimestamp": stamp(second + took),
     }
 
 
@@ -100,3 +112,17 @@ def test_a_line_still_being_written_is_skipped(tmp_path: Path) -> None:
     complete = json.dumps(event("a", "ResponseComplete", "get", "pods", 1))
     log.write_text(complete + "\n" + complete[:40])
     assert [e["auditID"] for e in read_events(log)] == ["a"]
+
+
+def test_the_pod_is_accepted_when_the_server_answers_its_create() -> None:
+    events = [
+        event("s", "ResponseComplete", "create", "secrets", 1.0, took=0.004),
+        event("p", "RequestReceived", "create", "pods", 1.01),
+        event("p", "ResponseComplete", "create", "pods", 1.01, took=0.012),
+        event("w", "ResponseStarted", "watch", "pods", 1.03, took=0.001),
+    ]
+    found = requests_by(events, USER, T0, T0 + 10)
+    accepted = first_answer(found, "create pods")
+    assert accepted is not None
+    assert accepted - T0 == pytest.approx(1.022)
+    assert first_answer(found, "delete pods") is None
