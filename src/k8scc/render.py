@@ -103,7 +103,12 @@ def _env(variables: dict[str, str]) -> list[dict[str, str]]:
 
 
 def _cache_preparer(
-    config: Config, cache: BuildCache, settings: PlatformConfig, platform_dir: str, scope_dir: str
+    config: Config,
+    cache: BuildCache,
+    settings: PlatformConfig,
+    resources: dict[str, Any],
+    platform_dir: str,
+    scope_dir: str,
 ) -> dict[str, Any]:
     """The init container that makes the build's cache scope and prunes the platform's."""
     keep = int(config.build_timeout) + CACHE_IN_USE_MARGIN
@@ -125,7 +130,6 @@ def _cache_preparer(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": buildcache.CLAIM_DIR}],
     }
-    resources = _resources(config.builder_resources)
     if resources:
         container["resources"] = resources
     return container
@@ -198,7 +202,9 @@ def builder_pod(
         container["volumeMounts"].append(
             {"name": CACHE_VOLUME, "mountPath": CACHE_DIR, "subPath": f"{platform_dir}/{scope_dir}"}
         )
-        spec["initContainers"] = [_cache_preparer(config, cache, settings, platform_dir, scope_dir)]
+        spec["initContainers"] = [
+            _cache_preparer(config, cache, settings, resources, platform_dir, scope_dir)
+        ]
         spec["volumes"].append(
             {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim}}
         )

@@ -23,6 +23,7 @@ from k8scc import buildcache
 from testbed import tools
 from testbed.cluster import Testbed
 from testbed.mirror import Mirror
+from tests.cluster.test_concurrency import build_all
 from tests.cluster.test_steps import wait_clean
 from tests.support.builder import (
     Builder,
@@ -146,7 +147,6 @@ def test_a_second_version_of_the_go_sample_downloads_nothing(
         builder, package_source("golang", tmp_path / "v1", "asset_1.0"), tmp_path / "v1"
     )
     assert DOWNLOADING in first
-    started = time.monotonic()
     second, output = build(
         builder, package_source("golang", tmp_path / "v2", "asset_2.0"), tmp_path / "v2"
     )
@@ -155,7 +155,6 @@ def test_a_second_version_of_the_go_sample_downloads_nothing(
     scope = scope_of(cache_dir, "golang-500", "asset_1.0")
     assert (scope / "mod" / "github.com" / "hyperledger").is_dir()
     assert any((scope / "build").iterdir())
-    print(f"warm rebuild of the Go sample: {time.monotonic() - started:.1f} s")
     assert wait_clean(admin, namespace, volume_dir) == []
 
 
@@ -169,16 +168,7 @@ def test_builds_of_one_chaincode_at_once_share_its_cache(
 ) -> None:
     builder = cached_builder(testbed, namespace, volume_dir, tmp_path)
     packages = [uuid_package(tmp_path / f"p{i}", f"ids_1.{i}") for i in range(3)]
-    steps = []
-    for index, (source, metadata) in enumerate(packages[:2]):
-        output = tmp_path / f"bld-{index}"
-        output.mkdir()
-        steps.append((builder.start("build", source, metadata, output), output))
-    for step, output in steps:
-        try:
-            assert step.process.wait(300) == 0, step.stderr
-        finally:
-            step.stop()
+    for output in build_all(builder, packages[:2], tmp_path):
         assert (output / "output" / "chaincode").is_file()
     third, _ = build(builder, packages[2], tmp_path / "third")
     assert DOWNLOADING not in third, third
