@@ -210,21 +210,26 @@ class Kube:
             pod = self.create(manifest, incarnation)
         return pod
 
-    def remove_pod(self, incarnation: Incarnation, wait_seconds: float) -> bool:
-        """Deletes the pod this incarnation stored, gracefully, and says whether it is gone from
-        the API within `wait_seconds`. Without a uid (the step was stopped while the create was
-        under way) the pod of the name is ours only if it carries our create id."""
+    def stop_pod(self, incarnation: Incarnation) -> str | None:
+        """Deletes the pod this incarnation stored, gracefully; returns its uid, or None when
+        there is no such pod. Without a uid (the step was stopped while the create was under
+        way) the pod of the name is ours only if it carries our create id."""
         uid = incarnation.uid
         if uid is None and not incarnation.sent:
-            return True
+            return None
         if uid is None:
             pod = self.get_pod(incarnation.name)
             annotations = (pod or {}).get("metadata", {}).get("annotations") or {}
             if pod is None or annotations.get(names.ANNOTATION_CREATE_ID) != incarnation.create_id:
-                return True
+                return None
             uid = pod["metadata"]["uid"]
         self.delete_pod(incarnation.name, uid=uid)
-        return self.wait_pod_deleted(incarnation.name, uid, wait_seconds)
+        return uid
+
+    def remove_pod(self, incarnation: Incarnation, wait_seconds: float) -> bool:
+        """Stops the pod and says whether it is gone from the API within `wait_seconds`."""
+        uid = self.stop_pod(incarnation)
+        return uid is None or self.wait_pod_deleted(incarnation.name, uid, wait_seconds)
 
     def set_secret_owners(self, name: str, owners: list[dict[str, Any]]) -> None:
         self._call(

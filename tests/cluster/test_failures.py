@@ -182,6 +182,41 @@ def test_relaunch_after_sigkill_replaces_the_stale_pod(
     assert wait_clean(admin, namespace, builder.transfer) == []
 
 
+def test_a_chaincode_slow_to_stop_leaves_no_files_when_run_ends(
+    testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
+) -> None:
+    """A pod may stop for longer than `run` has after SIGTERM: here its grace period is 10 s
+    and the node launch's shell, the container's first process, has no SIGTERM handler, so the
+    signal does nothing (`true` takes the arguments npm appends). The pod mounts its launch
+    directory read-only, so the directory must not wait for the pod to be gone."""
+    apply_rbac(testbed.control_plane, namespace)
+    builder = make_builder(
+        testbed,
+        namespace,
+        volume_dir,
+        tmp_path,
+        {"chaincode": {"terminationGracePeriodSeconds": 10}},
+    )
+    source, metadata = small_node_package(tmp_path, scripts={"start": "echo up; sleep 600; true"})
+    output = tmp_path / "bld"
+    output.mkdir()
+    built = builder.run("build", source, metadata, output)
+    assert built.returncode == 0, built.stderr
+    with FakePeer(tls=True, host=testbed.host_address) as peer:
+        step = launch(builder, output, tmp_path / "run", peer)
+        try:
+            assert step.wait_for_line("| up", 60), step.stderr
+        finally:
+            stopping = time.monotonic()
+            code = step.stop()
+    assert time.monotonic() - stopping < 5, step.stderr
+    assert code != 0
+    assert list(volume_dir.iterdir()) == [], step.stderr
+    [pod] = admin.list(Pod, namespace=namespace)  # still stopping
+    assert pod.metadata is not None and pod.metadata.deletionTimestamp is not None
+    assert wait_clean(admin, namespace, volume_dir, timeout=30) == []
+
+
 def _marked(transfer: Path, name: str, peer_key: str, age: float) -> Path:
     """A transfer directory as a step of peer `peer_key` staged it `age` seconds ago."""
     directory = transfer / name

@@ -18,7 +18,7 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
 from k8scc.platforms import require_platform
-from k8scc.steps.teardown import pod_then_directory
+from k8scc.steps.teardown import pod_and_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, VolumeTransfer
 
@@ -53,7 +53,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     # may take the rest of the time.
     cleanup.add(
         f"delete pod {name} and its transfer directory",
-        pod_then_directory(kube, transfer, pod, launch, log),
+        pod_and_directory(kube, transfer, pod, launch, log),
     )
     if chaincode.tls:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))

@@ -1,4 +1,4 @@
-"""The undo build and run share: a pod, then the transfer directory it mounts."""
+"""The undos of a step's pod and the transfer directory it mounts."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from k8scc.transfer import VolumeTransfer
 def pod_then_directory(
     kube: Kube, transfer: VolumeTransfer, pod: Incarnation, directory: str, log: StepLog
 ) -> Callable[[float], None]:
-    """Deletes the pod and, once it is gone (its containers may write or run until they have
-    stopped), its directory; otherwise leaves the directory for a later collection."""
+    """For a pod that writes to its directory (a build): deletes the pod and, once it is gone
+    (its containers may write until they have stopped), the directory; otherwise leaves the
+    directory for a later collection."""
 
     def undo(deadline: float) -> None:
         if kube.remove_pod(pod, deadline - time.monotonic()):
@@ -23,5 +24,26 @@ def pod_then_directory(
             log.info(
                 f"transfer directory {directory} left for a later collection: the pod still runs"
             )
+
+    return undo
+
+
+def pod_and_directory(
+    kube: Kube, transfer: VolumeTransfer, pod: Incarnation, directory: str, log: StepLog
+) -> Callable[[float], None]:
+    """For a pod that mounts its directory read-only (a launch): the directory goes as soon as
+    the pod is told to stop, since nothing the pod does while it stops can change it, and its
+    grace period may outlast the step. It is removed again once the pod is gone, in case the
+    kubelet was still setting the pod up and made the directory anew."""
+
+    def undo(deadline: float) -> None:
+        uid = kube.stop_pod(pod)
+        transfer.remove(directory)
+        if uid is None:
+            return
+        if kube.wait_pod_deleted(pod.name, uid, deadline - time.monotonic()):
+            transfer.remove(directory)
+        else:
+            log.info(f"pod {pod.name} still stopping: it goes when its grace period ends")
 
     return undo
