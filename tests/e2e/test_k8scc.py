@@ -63,6 +63,11 @@ class Deployment:
         listed = self.client.list(Pod, namespace=self.namespace)
         return [str(p.metadata.name) for p in listed if p.metadata]
 
+    def uid(self, pod: str) -> str:
+        metadata = self.client.get(Pod, pod, namespace=self.namespace).metadata
+        assert metadata is not None
+        return str(metadata.uid)
+
     def secrets(self) -> list[str]:
         listed = self.client.list(Secret, namespace=self.namespace)
         return [str(s.metadata.name) for s in listed if s.metadata]
@@ -201,11 +206,16 @@ def test_upgrade_relaunch_and_peer_stop(deployment: Deployment) -> None:
     [new_pod] = deployment.pods()
     assert new_pod != old_pod
 
-    # Deleting the chaincode pod by hand makes `run` exit; the next invoke relaunches it.
+    # Deleting the chaincode pod by hand makes `run` exit, and the chaincode is launched again
+    # under the same name: by the next invoke, or sooner by a launch the peer's custodian queued
+    # at the commit and reaches only now.
+    deleted = deployment.uid(new_pod)
     deployment.client.delete(Pod, new_pod, namespace=deployment.namespace)
-    assert deployment.wait(lambda: new_pod not in deployment.pods())
+    exited = f"error: pod {new_pod} was deleted"
+    assert deployment.wait(lambda: exited in deployment.network.peer_log())
     invoke_and_query(deployment, "asset3")
     assert deployment.pods() == [new_pod]
+    assert deployment.uid(new_pod) != deleted
 
     # Stopping the peer stops its launchers, which remove their pods and Secrets.
     deployment.network.stop()
