@@ -8,7 +8,7 @@ K8SCC_CACHE ?= $(HOME)/.cache/k8scc
 UV := $(K8SCC_CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit cluster e2e testbed bench setup binaries clean
+.PHONY: demo test lint unit cluster e2e testbed bench setup binaries images clean
 
 setup:
 	@UV=$(UV) UV_VERSION=$(UV_VERSION) bash scripts/setup.sh
@@ -21,7 +21,11 @@ demo: setup
 binaries: setup
 	@$(UV) run --frozen python -m testbed.binaries etcd kube kubectl node containerd coredns pause fabric-3.1 fabric-2.5 >/dev/null
 
-test: setup lint binaries
+# The node's images likewise (Debian roots, Fabric's image layouts, the peer image).
+images: setup binaries
+	@$(UV) run --frozen python -m testbed --images
+
+test: setup lint binaries images
 	@$(UV) run --frozen pytest --durations=25 $(PYTEST_ARGS)
 
 lint: setup
@@ -32,10 +36,10 @@ lint: setup
 unit: setup
 	@$(UV) run --frozen pytest -m unit $(PYTEST_ARGS)
 
-cluster: setup binaries
+cluster: setup binaries images
 	@$(UV) run --frozen pytest -m cluster $(PYTEST_ARGS)
 
-e2e: setup binaries
+e2e: setup binaries images
 	@$(UV) run --frozen pytest -m e2e $(PYTEST_ARGS)
 
 # A control plane and real node to explore by hand; prints the kubeconfig path.
@@ -43,7 +47,7 @@ testbed: setup
 	@$(UV) run --frozen python -m testbed
 
 # Starts its own test bed; writes bench/results/<timestamp>.{json,md} and plots (BENCH_ARGS=--quick).
-bench: setup binaries
+bench: setup binaries images
 	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 clean:

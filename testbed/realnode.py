@@ -134,11 +134,15 @@ class RealNode:
     def image_store(self) -> Path:
         return binaries.cache_root() / "containerd" / binaries.CONTAINERD_VERSION
 
+    def image_archives(self) -> dict[str, Path]:
+        """Every image the node imports, by reference: built, or found in the cache."""
+        images = (pause_image(), *self.images)
+        return {image.reference: oci.archive(image) for image in images} | self.archives
+
     def start(self, timeout: float = 90.0) -> None:
         containerd_dir = binaries.ensure(binaries.CONTAINERD)
         node_dir = binaries.ensure(binaries.NODE)
-        images = (pause_image(), *self.images)
-        archives = {image.reference: oci.archive(image) for image in images} | self.archives
+        archives = self.image_archives()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._lock = HOST_LOCK.open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
