@@ -11,7 +11,6 @@ import http.client
 import json
 import math
 import os
-import secrets
 import ssl
 import threading
 import time
@@ -53,7 +52,7 @@ class Incarnation:
 
     plural: str
     name: str
-    create_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    create_id: str = field(default_factory=lambda: names.nonce(8))
     sent: bool = False  # a create request went out: the object may exist
     uid: str | None = None
 

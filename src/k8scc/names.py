@@ -9,6 +9,7 @@ a new `run` finds the pod of its previous incarnation by name.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 
@@ -32,6 +33,11 @@ ANNOTATION_LABEL = f"{GROUP}/label"
 ANNOTATION_CREATE_ID = f"{GROUP}/create-id"
 
 _NOT_DNS = re.compile(r"[^a-z0-9]+")
+
+
+def nonce(nbytes: int) -> str:
+    """Random hex, as secrets.token_hex gives, without the modules `secrets` loads into `run`."""
+    return os.urandom(nbytes).hex()
 
 
 def digest(*parts: str, length: int = HASH_LENGTH) -> str:

@@ -228,3 +228,9 @@ def test_property_peer_ids_that_are_not_utf8_still_give_dns_labels(
         peer_id, label, package_hash
     ):
         assert is_dns_label(value), value
+
+
+def test_nonce_is_random_hex_of_the_length_asked() -> None:
+    made = {names.nonce(4) for _ in range(50)}
+    assert len(made) == 50
+    assert all(len(n) == 8 and set(n) <= set(string.hexdigits.lower()) for n in made)

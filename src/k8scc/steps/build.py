@@ -4,7 +4,6 @@ the output back. BUILD_OUTPUT_DIR ends up holding `output/` (what the pod built)
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     collect(kube, transfer, who.peer_id, config.leftover_age, log)
     # Builds need no stable name (nothing looks for an old one); a random part keeps two
     # installs of one package, even from peers sharing an id, apart.
-    name = names.build_name(who.peer_id, metadata.label, secrets.token_hex(8))
+    name = names.build_name(who.peer_id, metadata.label, names.nonce(8))
     supervisor = Supervisor(kube, log, name, "build", config.start_timeout, config.stuck_timeout)
     pod = Incarnation("pods", name)
     cleanup = Cleanup()

@@ -4,7 +4,6 @@ succeeds, non-zero when it fails or disappears. On SIGTERM the pod and Secret ar
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -37,10 +36,9 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
     transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
-    collect(kube, transfer, who.peer_id, config.leftover_age, log)
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
     log.pod = name
-    launch = names.launch_name(name, secrets.token_hex(4))
+    launch = names.launch_name(name, names.nonce(4))
     supervisor = Supervisor(
         kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
     )
@@ -73,6 +71,8 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             pod_ref = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.uid}
             owners = [pod_ref] + ([who.owner.reference()] if who.owner else [])
             kube.set_secret_owners(launch, owners)
+        # What killed steps left waits until the pod is on its way: the launch needs none of it.
+        collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {info.run_image}")
         outcome = supervisor.wait(created)
         if outcome.succeeded:
