@@ -26,16 +26,19 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from k8scc.config import kind_of
 from k8scc.configfile import CONFIG_ENV
 from k8scc.errors import K8sccError
+from k8scc.peer import POD_UID_ENV
 
 DEFAULT_NAME = "k8scc"
 DEFAULT_BUILDER_DIR = Path("/opt/k8scc")
 # The peer prunes the builder's environment to these names (plus PATH, LD_LIBRARY_PATH, LIBPATH
-# and TMPDIR): in-cluster API discovery, an explicit config file, and the default peer.id.
+# and TMPDIR): in-cluster API discovery, an explicit config file, the default peer.id, and the
+# peer pod's uid (spares `run` a request before its create).
 DEFAULT_PROPAGATE = (
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
     CONFIG_ENV,
     "CORE_PEER_ID",
+    POD_UID_ENV,
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 from k8scc.config import Config
 from k8scc.kube import Kube
-from k8scc.peer import Identity, Owner
+from k8scc.peer import POD_UID_ENV, Identity, Owner
 
 
 def peer_id(config: Config) -> str:
@@ -25,10 +26,15 @@ def owner_pod_name(config: Config) -> str | None:
     return config.peer_pod_name
 
 
-def resolve(config: Config, kube: Kube) -> Identity:
+def resolve(config: Config, kube: Kube, environ: Mapping[str, str] = os.environ) -> Identity:
     pod_name = owner_pod_name(config)
-    pod = kube.get_pod(pod_name) if pod_name else None
-    owner = Owner(name=pod["metadata"]["name"], uid=pod["metadata"]["uid"]) if pod else None
+    uid = environ.get(POD_UID_ENV)
+    if pod_name and uid:
+        # The downward API's answer: no request on the way to the chaincode pod's create.
+        owner: Owner | None = Owner(name=pod_name, uid=uid)
+    else:
+        pod = kube.get_pod(pod_name) if pod_name else None
+        owner = Owner(name=pod["metadata"]["name"], uid=pod["metadata"]["uid"]) if pod else None
     return Identity(peer_id=peer_id(config), owner=owner, instance=instance(config))
 
 

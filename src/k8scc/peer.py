@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The peer pod's uid, which its spec hands down (fieldRef metadata.uid) and core.yaml propagates.
+POD_UID_ENV = "K8SCC_PEER_POD_UID"
+
 
 @dataclass(frozen=True)
 class Owner:

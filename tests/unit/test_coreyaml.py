@@ -31,6 +31,7 @@ DEFAULT_ENTRY = {
         "KUBERNETES_SERVICE_PORT",
         "K8SCC_CFGFILE",
         "CORE_PEER_ID",
+        "K8SCC_PEER_POD_UID",
     ],
 }
 
