@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from k8scc import buildinfo, config, coreyaml, doctor, identity, names, render, steps
+from k8scc import buildinfo, config, coreyaml, doctor, identity, names, render, rules, steps
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.metadata import read_chaincode_json, read_metadata
@@ -48,21 +48,27 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
     if step == "build":
         metadata = read_metadata(metadata_or_run)
         platform = require_platform(metadata.type, settings.platforms, config_file)
+        chosen = rules.effective(settings, rules.BUILD, platform.name, metadata.label)
         name = names.build_name(peer.peer_id, metadata.label, "render")
         objects = [
-            render.builder_pod(settings, platform, metadata.path, metadata.label, name, peer, name)
+            render.builder_pod(
+                chosen.config, platform, metadata.path, metadata.label, name, peer, name
+            )
         ]
     else:
         chaincode = read_chaincode_json(metadata_or_run)
         info = buildinfo.read(directory)
         platform = require_platform(info.platform, settings.platforms, config_file)
+        chosen = rules.effective(
+            settings, rules.RUN, platform.name, chaincode.label, chaincode.chaincode_id
+        )
         name = names.chaincode_name(peer.peer_id, chaincode.chaincode_id)
         launch = names.launch_name(name, "render")  # random per launch
         objects = [
             render.chaincode_pod(
-                settings,
+                chosen.config,
                 platform,
-                info.run_image,
+                chosen.run_image or info.run_image,
                 chaincode,
                 name,
                 peer,
@@ -72,6 +78,7 @@ def render_step(step: str, config_file: Path, directory: Path, metadata_or_run: 
         ]
         if chaincode.tls:
             objects.append(render.redacted(render.tls_secret(chaincode, launch, peer, settings)))
+    note += f"# chaincodes rules applied: {chosen.applied or 'none'}\n"
     return note + yaml.safe_dump_all(objects, sort_keys=False)
 
 
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     check = commands.add_parser("doctor", help="check this peer's setup, printing a table")
     check.add_argument("--config", type=Path, help="the k8scc.yaml (default: as the steps find it)")
     check.add_argument("--builder-dir", type=Path, help="the builder directory holding bin/")
+    check.add_argument("--label", help="also show the chaincodes rules a package label gets")
+    check.add_argument("--package-id", help="with --label: the package id, for rules matching it")
     core = commands.add_parser(
         "core-yaml",
         help="add k8scc to a core.yaml's chaincode.externalBuilders",
@@ -150,7 +159,14 @@ def main(argv: list[str] | None = None) -> None:
         except K8sccError as error:
             sys.exit(f"k8scc render: error: {error}")
     elif parsed.command == "doctor":
-        sys.exit(doctor.main(parsed.config, parsed.builder_dir))
+        sys.exit(
+            doctor.main(
+                parsed.config,
+                parsed.builder_dir,
+                label=parsed.label,
+                package_id=parsed.package_id,
+            )
+        )
     elif parsed.command == "core-yaml":
         try:
             entry = coreyaml.builder_entry(parsed.builder_dir, parsed.name, parsed.propagate)

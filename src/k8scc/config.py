@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,43 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class PodOverrides:
+    """What a rule changes for one kind of pod; None or empty: unchanged."""
+
+    resources: Resources = field(default_factory=lambda: Resources({}, {}))
+    env: dict[str, str] = field(default_factory=dict)
+    env_from: list[dict[str, Any]] | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    host_aliases: list[dict[str, Any]] | None = None
+    service_account_name: str | None = None
+    image: str | None = None
+    run_as_user: int | str | None = None  # IMAGE_USER: the image's own user
+    run_as_group: int | None = None
+    termination_grace: int | None = None
+    timeout: float | None = None  # the build's timeout, or the chaincode's start timeout
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int  # its place in the `chaincodes` list, as messages name it
+    label: str | None
+    package_id: str | None
+    builder: PodOverrides | None
+    chaincode: PodOverrides | None
+
+    def matches(self, label: str, package_id: str | None) -> bool:
+        if self.label is not None and not fnmatchcase(label, self.label):
+            return False
+        if self.package_id is not None:
+            return package_id is not None and fnmatchcase(package_id, self.package_id)
+        return True
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     namespace: str | None
@@ -93,6 +132,10 @@ class Config:
     service_account_name: str | None
     labels: dict[str, str]
     annotations: dict[str, str]
+    chaincode_env: dict[str, str] = field(default_factory=dict)
+    env_from: list[dict[str, Any]] = field(default_factory=list)
+    host_aliases: list[dict[str, Any]] = field(default_factory=list)
+    rules: tuple[Rule, ...] = ()
     debug: bool = False
 
 
@@ -294,8 +337,146 @@ def _check_user(value: int | str) -> str | None:
 _TOP = {
     "namespace", "kubeconfig", "kubernetesServer", "serviceAccountDir", "fabricVersion", "peer",
     "transfer", "buildCache", "platforms", "buildEnv", "builder", "chaincode", "pod", "timeouts",
-    "debug",
+    "chaincodes", "debug",
 }  # fmt: skip
+_OVERRIDES = {
+    "resources", "env", "envFrom", "nodeSelector", "tolerations", "affinity", "labels",
+    "annotations", "hostAliases", "serviceAccountName", "image", "runAsUser", "runAsGroup",
+    "terminationGracePeriodSeconds", "timeout",
+}  # fmt: skip
+# What k8scc itself gives chaincode: its identity, TLS files and home.
+_CHAINCODE_ENV_OWNED = {
+    "CORE_CHAINCODE_ID_NAME", "CORE_PEER_TLS_ENABLED", "CORE_PEER_LOCALMSPID",
+    "CORE_TLS_CLIENT_KEY_PATH", "CORE_TLS_CLIENT_CERT_PATH", "CORE_TLS_CLIENT_KEY_FILE",
+    "CORE_TLS_CLIENT_CERT_FILE", "CORE_PEER_TLS_ROOTCERT_FILE", "HOME",
+}  # fmt: skip
+# Label keys k8scc sets and selects its pods by.
+_OWN_LABELS = {"app.kubernetes.io/managed-by", "app.kubernetes.io/component"}
+_OWN_PREFIX = "k8scc.hyperledger.org/"
+
+
+def _check_own_key(key: str) -> str | None:
+    if key in _OWN_LABELS or key.startswith(_OWN_PREFIX):
+        return "k8scc's own key, which it sets itself"
+    return _check_label_key(key)
+
+
+def _check_chaincode_env(name: str) -> str | None:
+    return _check_env_name(name) or ("set by k8scc" if name in _CHAINCODE_ENV_OWNED else None)
+
+
+def _check_pattern(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _check_grace(value: int) -> str | None:
+    return None if 0 <= value <= 300 else "must be between 0 and 300"
+
+
+def _mappings(r: _Reader, data: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    items = r.get(data, key, where, list, [])
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            r.errors.append(f"{where}.{key}[{index}]: expected a mapping, got {kind_of(item)}")
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _env_from(r: _Reader, data: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    sources = _mappings(r, data, "envFrom", where)
+    for index, source in enumerate(sources):
+        at = f"{where}.envFrom[{index}]"
+        r.section(source, at, {"secretRef", "configMapRef", "prefix"})
+        refs = [k for k in ("secretRef", "configMapRef") if k in source]
+        if len(refs) != 1:
+            r.errors.append(f"{at}: needs exactly one of secretRef, configMapRef")
+            continue
+        ref = r.section(source[refs[0]], f"{at}.{refs[0]}", {"name", "optional"})
+        if r.get(ref, "name", f"{at}.{refs[0]}", str, None, _check_dns_name) is None:
+            r.errors.append(f"{at}.{refs[0]}.name: needed")
+        r.get(ref, "optional", f"{at}.{refs[0]}", bool, False)
+        r.get(source, "prefix", at, str, "", lambda v: _check_env_name(v) if v else None)
+    return sources
+
+
+def _check_ip(value: str) -> str | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+            return None
+        except OSError:
+            continue
+    return f"{value!r} is not an IP address"
+
+
+def _host_aliases(r: _Reader, data: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    aliases = _mappings(r, data, "hostAliases", where)
+    for index, alias in enumerate(aliases):
+        at = f"{where}.hostAliases[{index}]"
+        r.section(alias, at, {"ip", "hostnames"})
+        if r.get(alias, "ip", at, str, None, _check_ip) is None:
+            r.errors.append(f"{at}.ip: needed")
+        hostnames = r.get(alias, "hostnames", at, list, [])
+        if not hostnames or any(not isinstance(h, str) or _check_dns_name(h) for h in hostnames):
+            r.errors.append(f"{at}.hostnames: expected a list of DNS names")
+    return aliases
+
+
+def _overrides(r: _Reader, data: Any, where: str, step: str) -> PodOverrides | None:
+    if data is None:
+        return None
+    section = r.section(data, where, _OVERRIDES)
+    env_check = _check_env_name if step == "build" else _check_chaincode_env
+    return PodOverrides(
+        resources=r.resources(section, where),
+        env=r.string_map(section, "env", where, env_check),
+        env_from=_env_from(r, section, where) if "envFrom" in section else None,
+        node_selector=r.string_map(
+            section, "nodeSelector", where, _check_label_key, _check_label_value
+        ),
+        tolerations=_mappings(r, section, "tolerations", where)
+        if "tolerations" in section
+        else None,
+        affinity=r.get(section, "affinity", where, dict, None),
+        labels=r.string_map(section, "labels", where, _check_own_key, _check_label_value),
+        annotations=r.string_map(section, "annotations", where, _check_own_key),
+        host_aliases=_host_aliases(r, section, where) if "hostAliases" in section else None,
+        service_account_name=r.get(
+            section, "serviceAccountName", where, str, None, _check_dns_name
+        ),
+        image=r.get(section, "image", where, str, None, _check_image),
+        run_as_user=r.get(section, "runAsUser", where, (int, str), None, _check_user),
+        run_as_group=r.get(section, "runAsGroup", where, int, None, _check_id),
+        termination_grace=r.get(
+            section, "terminationGracePeriodSeconds", where, int, None, _check_grace
+        ),
+        timeout=r.duration(section, "timeout", where, 0.0) or None,
+    )
+
+
+def _rules(r: _Reader, top: Mapping[str, Any]) -> tuple[Rule, ...]:
+    rules: list[Rule] = []
+    for index, raw in enumerate(_mappings(r, top, "chaincodes", "")):
+        where = f"chaincodes[{index}]"
+        rule = r.section(raw, where, {"match", "builder", "chaincode"})
+        match = r.section(rule.get("match"), f"{where}.match", {"label", "packageId"})
+        label = r.get(match, "label", f"{where}.match", str, None, _check_pattern)
+        package_id = r.get(match, "packageId", f"{where}.match", str, None, _check_pattern)
+        if label is None and package_id is None:
+            r.errors.append(f"{where}.match: needs label or packageId")
+        if package_id is not None and rule.get("builder") is not None:
+            r.errors.append(
+                f"{where}.builder: a build knows no package id; match builds on label only"
+            )
+        rules.append(
+            Rule(
+                index=index,
+                label=label,
+                package_id=package_id,
+                builder=_overrides(r, rule.get("builder"), f"{where}.builder", "build"),
+                chaincode=_overrides(r, rule.get("chaincode"), f"{where}.chaincode", "run"),
+            )
+        )
+    return tuple(rules)
 
 
 def _check_size(value: str) -> str | None:
@@ -478,7 +659,7 @@ def parse(text: str, path: Path | None = None) -> Config:
             "chaincode",
             int,
             2,
-            lambda v: None if 0 <= v <= 300 else "must be between 0 and 300",
+            _check_grace,
         ),
         image_pull_policy=policy,
         node_selector=r.string_map(
@@ -490,6 +671,7 @@ def parse(text: str, path: Path | None = None) -> Config:
         service_account_name=r.get(pod, "serviceAccountName", "pod", str, None, _check_dns_name),
         labels=r.string_map(pod, "labels", "pod", _check_label_key, _check_label_value),
         annotations=r.string_map(pod, "annotations", "pod", _check_label_key),
+        rules=_rules(r, top),
         debug=r.get(top, "debug", "", bool, False),
     )
     if config.leftover_age == math.inf:
@@ -497,6 +679,12 @@ def parse(text: str, path: Path | None = None) -> Config:
     elif config.leftover_age <= config.build_timeout:
         # A live build's pod would be collected as another build's leftover.
         r.errors.append("timeouts.leftovers: must be longer than timeouts.build")
+    for rule in config.rules:
+        if rule.builder and (rule.builder.timeout or 0) >= config.leftover_age:
+            r.errors.append(
+                f"chaincodes[{rule.index}].builder.timeout: must be shorter than"
+                f" timeouts.leftovers ({config.leftover_age:.0f} s)"
+            )
     if r.errors:
         raise K8sccError(f"{where}: " + "; ".join(r.errors))
     return config

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from k8scc import config as configuration
-from k8scc import configfile, identity, names, render
+from k8scc import configfile, identity, names, render, rules
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
@@ -298,8 +298,25 @@ def _not_run(checks: Iterable[str], reason: str) -> list[Result]:
     return [Result(check, False, f"not run: {reason}") for check in checks]
 
 
+def check_rules(config: Config, label: str, package_id: str | None) -> Result:
+    """Which `chaincodes` rules a chaincode's builder and chaincode pods get, and the fields
+    those rules set, as k8scc.yaml names them."""
+    parts = []
+    for step, kind in ((rules.BUILD, "builder"), (rules.RUN, "chaincode")):
+        found = rules.matching(config, step, label, package_id)
+        fields = dict.fromkeys(name for _, part in found for name in rules.fields_set(part))
+        applied = ", ".join(f"chaincodes[{rule.index}]" for rule, _ in found)
+        setting = f" ({', '.join(fields) or 'nothing for them'})"
+        parts.append(f"{kind} pods: {applied + setting if found else 'no rule'}")
+    return Result("rules", True, f"label {label}: " + "; ".join(parts))
+
+
 def diagnose(
-    path: Path | None, builder_dir: Path | None, environ: Mapping[str, str]
+    path: Path | None,
+    builder_dir: Path | None,
+    environ: Mapping[str, str],
+    label: str | None = None,
+    package_id: str | None = None,
 ) -> list[Result]:
     config_result, config = check_config(path, builder_dir)
     results = [config_result]
@@ -312,6 +329,8 @@ def diagnose(
         results += _cluster_results(config)
         results.append(_guarded("transfer", lambda: check_transfer(config)))
         results.append(_guarded("images", lambda: check_images(config)))
+        if label is not None:
+            results.append(check_rules(config, label, package_id))
     results.append(_guarded("chaincode address", lambda: check_chaincode_address(config, environ)))
     return results
 
@@ -341,9 +360,13 @@ def _cluster_results(config: Config) -> list[Result]:
 
 
 def main(
-    path: Path | None, builder_dir: Path | None, environ: Mapping[str, str] = os.environ
+    path: Path | None,
+    builder_dir: Path | None,
+    environ: Mapping[str, str] = os.environ,
+    label: str | None = None,
+    package_id: str | None = None,
 ) -> int:
     """Prints the table; 0 when every check passed, else 1."""
-    results = diagnose(path, builder_dir, environ)
+    results = diagnose(path, builder_dir, environ, label, package_id)
     print(table(results), end="")
     return 0 if all(r.passed for r in results) else 1

@@ -86,6 +86,8 @@ def _pod_spec(config: Config, platform: PlatformConfig, grace: int) -> dict[str,
         spec["affinity"] = dict(config.affinity)
     if config.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
+    if config.host_aliases:
+        spec["hostAliases"] = list(config.host_aliases)
     return spec
 
 
@@ -100,6 +102,10 @@ def _metadata(
 
 def _env(variables: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": key, "value": value} for key, value in variables.items()]
+
+
+def _env_from(config: Config) -> dict[str, Any]:
+    return {"envFrom": list(config.env_from)} if config.env_from else {}
 
 
 def _cache_preparer(
@@ -173,6 +179,7 @@ def builder_pod(
             }
         ),
         "securityContext": _container_security(settings, read_only_root=False),
+        **_env_from(config),
         "volumeMounts": [
             {
                 "name": TRANSFER_VOLUME,
@@ -227,8 +234,10 @@ def builder_pod(
 
 
 def chaincode_env(config: Config, chaincode: ChaincodeJson) -> dict[str, str]:
-    """The environment Fabric's Docker launcher gives chaincode, with the TLS files in Secret."""
+    """The environment Fabric's Docker launcher gives chaincode, with the TLS files in Secret,
+    after the operator's own variables."""
     env = {
+        **config.chaincode_env,
         "CORE_CHAINCODE_ID_NAME": chaincode.chaincode_id,
         "CORE_PEER_TLS_ENABLED": "true" if chaincode.tls else "false",
         "CORE_PEER_LOCALMSPID": chaincode.mspid,
@@ -289,6 +298,7 @@ def chaincode_pod(
         "args": platform.launch(chaincode.peer_address),
         "workingDir": platform.output_dir,
         "env": _env(chaincode_env(config, chaincode)),
+        **_env_from(config),
         "securityContext": _container_security(settings, read_only_root=True),
         "volumeMounts": mounts,
     }

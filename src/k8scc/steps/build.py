@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from k8scc import __version__, configfile, identity, names, render
+from k8scc import __version__, configfile, identity, names, render, rules
 from k8scc import config as configuration
 from k8scc.buildinfo import ARCHITECTURES, BuildInfo
 from k8scc.cleanup import CLEANUP_SECONDS, Cleanup
@@ -38,6 +38,8 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
     platform = require_platform(metadata.type, config.platforms, config.path)
+    chosen = rules.effective(config, rules.BUILD, platform.name, metadata.label)
+    config = chosen.config
     settings = config.platforms[platform.name]
     if not output.is_dir() or any(output.iterdir()):
         raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
@@ -64,7 +66,10 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         )
         created = kube.create(manifest, pod)
         log.pod = name
-        log.info(f"building {platform.name} chaincode in image {settings.build_image}")
+        log.info(
+            f"building {platform.name} chaincode in image {settings.build_image}"
+            + chosen.log_suffix()
+        )
         outcome = supervisor.wait(created)
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")

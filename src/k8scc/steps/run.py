@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from k8scc import buildinfo, configfile, identity, names, render
+from k8scc import buildinfo, configfile, identity, names, render, rules
 from k8scc import config as configuration
 from k8scc.cleanup import CLEANUP_SECONDS, Cleanup
 from k8scc.collect import collect
@@ -33,6 +33,11 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
     platform = require_platform(info.platform, config.platforms, config.path)
+    chosen = rules.effective(
+        config, rules.RUN, platform.name, chaincode.label, chaincode.chaincode_id
+    )
+    config = chosen.config
+    image = chosen.run_image or info.run_image
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
     transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
@@ -61,7 +66,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         if chaincode.tls:
             kube.create(render.tls_secret(chaincode, launch, who, config), secret)
         manifest = render.chaincode_pod(
-            config, platform, info.run_image, chaincode, name, who, launch, info.architecture
+            config, platform, image, chaincode, name, who, launch, info.architecture
         )
         created = kube.replace_pod(manifest, pod, REPLACE_SECONDS + config.termination_grace)
         # Directories of earlier launches killed before cleaning up; their pods are gone now.
@@ -73,7 +78,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             kube.set_secret_owners(launch, owners)
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
-        log.info(f"chaincode pod started in image {info.run_image}")
+        log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())
         outcome = supervisor.wait(created)
         if outcome.succeeded:
             log.info("chaincode exited")
