@@ -27,7 +27,10 @@ from tests.support.builder import REPO, apply_rbac, package_source, peer_env, sm
 pytestmark = pytest.mark.cluster
 
 IMAGE = REPO / "images" / "peer"
-PROPAGATED = ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "K8SCC_CFGFILE", "CORE_PEER_ID"]
+PROPAGATED = [
+    "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "K8SCC_CFGFILE", "CORE_PEER_ID",
+    "K8SCC_PEER_POD_UID",
+]
 
 
 def install_sh(wheel: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
