@@ -173,6 +173,16 @@ def archive(image: Image) -> Path:
     return cached(target, lambda staging: _build(image, base, staging))
 
 
+def manifest_digest(archive_path: Path) -> str:
+    """The digest of the image's manifest in `archive_path`: what a registry serves it by, and
+    what `name@digest` names."""
+    with tarfile.open(archive_path) as tar:
+        member = tar.extractfile("./index.json")
+        assert member is not None, f"{archive_path}: index.json is not a file"
+        [manifest] = json.loads(member.read())["manifests"]
+    return str(manifest["digest"])
+
+
 def _umoci(*args: str) -> None:
     result = subprocess.run([UMOCI, *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:

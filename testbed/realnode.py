@@ -182,6 +182,16 @@ class RealNode:
                     bin_dir, "images", "tag", "--force", image.reference, oci.reference(alias)
                 )
 
+    def load(self, image: oci.Image) -> str:
+        """Imports `image` into the running node under its tag and, as a registry pull would
+        name it, under `repository@digest` too, which it returns."""
+        bin_dir = binaries.ensure(binaries.CONTAINERD)
+        archive = oci.archive(image)
+        self._ctr(bin_dir, "images", "import", "--no-unpack=false", str(archive))
+        digested = f"{image.repository}@{oci.manifest_digest(archive)}"
+        self._ctr(bin_dir, "images", "tag", "--force", image.reference, oci.reference(digested))
+        return digested
+
     def _forget_containers(self, bin_dir: Path) -> bool:
         """Removes the containers and sandboxes a node left in the image store (a real
         machine's reboot ends them too); True if there were any."""

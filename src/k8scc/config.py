@@ -47,6 +47,9 @@ class PlatformConfig:
     # None: the image's own user (IMAGE_USER in the configuration).
     run_as_user: int | None
     run_as_group: int | None
+    # runAsNonRoot: always with a uid of k8scc's choosing, and for the image's own user where
+    # the platform forbids root (platforms.Platform.image_user_non_root).
+    non_root: bool
 
 
 @dataclass(frozen=True)
@@ -346,9 +349,10 @@ _OVERRIDES = {
 }  # fmt: skip
 # What k8scc itself gives chaincode: its identity, TLS files and home.
 _CHAINCODE_ENV_OWNED = {
-    "CORE_CHAINCODE_ID_NAME", "CORE_PEER_TLS_ENABLED", "CORE_PEER_LOCALMSPID",
-    "CORE_TLS_CLIENT_KEY_PATH", "CORE_TLS_CLIENT_CERT_PATH", "CORE_TLS_CLIENT_KEY_FILE",
-    "CORE_TLS_CLIENT_CERT_FILE", "CORE_PEER_TLS_ROOTCERT_FILE", "HOME",
+    "CORE_CHAINCODE_ID_NAME", "CORE_PEER_ADDRESS", "CORE_PEER_TLS_ENABLED",
+    "CORE_PEER_LOCALMSPID", "CORE_TLS_CLIENT_KEY_PATH", "CORE_TLS_CLIENT_CERT_PATH",
+    "CORE_TLS_CLIENT_KEY_FILE", "CORE_TLS_CLIENT_CERT_FILE", "CORE_PEER_TLS_ROOTCERT_FILE",
+    "HOME",
 }  # fmt: skip
 # Label keys k8scc sets and selects its pods by.
 _OWN_LABELS = {"app.kubernetes.io/managed-by", "app.kubernetes.io/component"}
@@ -549,12 +553,10 @@ def parse(text: str, path: Path | None = None) -> Config:
         if name in platforms_raw and platforms_raw[name] is None:
             continue  # explicitly disabled: detect will not claim this platform
         where_p = f"platforms.{name}"
-        section = r.section(
-            platforms_raw.get(name),
-            where_p,
-            {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"},
-        )
-        build_image, run_image = defaults[name]
+        # A prebuilt image's package names its image itself.
+        images = set() if platform.prebuilt else {"buildImage", "runImage", "buildEnv"}
+        section = r.section(platforms_raw.get(name), where_p, images | {"runAsUser", "runAsGroup"})
+        build_image, run_image = defaults.get(name, ("", ""))
         default_user = IMAGE_USER if platform.default_uid is None else platform.default_uid
         user = r.get(section, "runAsUser", where_p, (int, str), default_user, _check_user)
         uid = None if user == IMAGE_USER else user
@@ -567,6 +569,7 @@ def parse(text: str, path: Path | None = None) -> Config:
             build_env=r.string_map(section, "buildEnv", where_p, _check_env_name),
             run_as_user=uid,
             run_as_group=None if uid is None else (group or platform.default_uid or uid),
+            non_root=uid is not None or platform.image_user_non_root,
         )
 
     tolerations = r.get(pod, "tolerations", "pod", list, [])

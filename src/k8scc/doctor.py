@@ -20,7 +20,7 @@ from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.metadata import ChaincodeJson
-from k8scc.platforms import PLATFORMS
+from k8scc.platforms import FROM_SOURCE, PLATFORMS
 
 # Everything k8scc asks of Kubernetes, as (verb, resource[/subresource]) in the core API group.
 # deploy/base/rbac.yaml's Role grants exactly these (a unit test compares the two).
@@ -43,6 +43,8 @@ ADDRESS_VARIABLES = (
 TIMEOUT_SECONDS = 5.0
 _PLACEHOLDER_PEM = "-----BEGIN CERTIFICATE-----\nazhzY2MgZG9jdG9y\n-----END CERTIFICATE-----\n"
 _PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nazhzY2MgZG9jdG9y\n-----END PRIVATE KEY-----\n"
+# What a k8s package would name; a dry run pulls nothing.
+_PLACEHOLDER_IMAGE = f"k8scc-doctor.invalid/chaincode@sha256:{'0' * 64}"
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,12 @@ def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
     objects: list[tuple[str, dict[str, Any]]] = []
     for name in config.platforms:
         platform = PLATFORMS[name]
-        pod = render.builder_pod(
-            config, platform, "k8scc.doctor/cc", chaincode.label, build_name, who, build_name
-        )
-        objects.append((f"{name} builder pod", pod))
-        run_image = config.platforms[name].run_image
+        run_image = config.platforms[name].run_image or _PLACEHOLDER_IMAGE
+        if not platform.prebuilt:
+            pod = render.builder_pod(
+                config, platform, "k8scc.doctor/cc", chaincode.label, build_name, who, build_name
+            )
+            objects.append((f"{name} builder pod", pod))
         pod = render.chaincode_pod(config, platform, run_image, chaincode, run_name, who, launch)
         objects.append((f"{name} chaincode pod", pod))
     objects.append(("TLS Secret", render.tls_secret(chaincode, launch, who, config)))
@@ -242,18 +245,20 @@ def check_transfer(config: Config) -> Result:
 def check_images(config: Config) -> Result:
     if not config.platforms:
         return Result("images", False, "every platform is disabled: k8scc would build nothing")
+    # A k8s package names its own image.
+    built = {name: s for name, s in config.platforms.items() if name in FROM_SOURCE}
     missing = [
         f"platforms.{name}.{field}"
-        for name, settings in config.platforms.items()
+        for name, settings in built.items()
         for field, image in (("buildImage", settings.build_image), ("runImage", settings.run_image))
         if not image.strip()
     ]
     if missing:
         return Result("images", False, f"no image: {', '.join(missing)}")
-    shown = "; ".join(
-        f"{name}: {s.build_image}, {s.run_image}" for name, s in config.platforms.items()
-    )
-    return Result("images", True, shown)
+    shown = [f"{name}: {s.build_image}, {s.run_image}" for name, s in built.items()]
+    if len(built) < len(config.platforms):
+        shown.append("k8s: the image each package names")
+    return Result("images", True, "; ".join(shown))
 
 
 def check_chaincode_address(config: Config | None, environ: Mapping[str, str]) -> Result:

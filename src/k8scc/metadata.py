@@ -64,7 +64,7 @@ class ChaincodeJson:
         return self.chaincode_id.rsplit(":", 1)[1]
 
 
-def _read_object(path: Path, what: str) -> dict[str, Any]:
+def read_object(path: Path, what: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -90,7 +90,7 @@ _JSON_KINDS = {
 }
 
 
-def _string(data: dict[str, Any], key: str, what: str, required: bool = True) -> str:
+def string_field(data: dict[str, Any], key: str, what: str, required: bool = True) -> str:
     value = data.get(key)
     if value is None and not required:
         return ""
@@ -101,13 +101,13 @@ def _string(data: dict[str, Any], key: str, what: str, required: bool = True) ->
 
 
 def read_metadata(metadata_dir: Path) -> Metadata:
-    data = _read_object(metadata_dir / "metadata.json", "metadata.json")
+    data = read_object(metadata_dir / "metadata.json", "metadata.json")
     what = "metadata.json"
-    kind = _string(data, "type", what)
-    label = _string(data, "label", what, required=False)
+    kind = string_field(data, "type", what)
+    label = string_field(data, "label", what, required=False)
     if label and not LABEL_PATTERN.fullmatch(label):
         raise K8sccError(f"{what}: label {label!r} is not a valid Fabric package label")
-    path = _string(data, "path", what, required=False)
+    path = string_field(data, "path", what, required=False)
     # The path is go build's package argument, and go build has no `--` to end its flags.
     if path.startswith("-"):
         raise K8sccError(
@@ -136,15 +136,15 @@ def _check_pem(value: str, field: str, kinds: tuple[str, ...]) -> None:
 
 def read_chaincode_json(run_metadata_dir: Path) -> ChaincodeJson:
     """Reads and checks chaincode.json; the key is never echoed in an error."""
-    data = _read_object(run_metadata_dir / "chaincode.json", "chaincode.json")
+    data = read_object(run_metadata_dir / "chaincode.json", "chaincode.json")
     what = "chaincode.json"
     parsed = ChaincodeJson(
-        chaincode_id=_string(data, "chaincode_id", what),
-        peer_address=_string(data, "peer_address", what),
-        client_cert=_string(data, "client_cert", what, required=False),
-        client_key=_string(data, "client_key", what, required=False),
-        root_cert=_string(data, "root_cert", what, required=False),
-        mspid=_string(data, "mspid", what),
+        chaincode_id=string_field(data, "chaincode_id", what),
+        peer_address=string_field(data, "peer_address", what),
+        client_cert=string_field(data, "client_cert", what, required=False),
+        client_key=string_field(data, "client_key", what, required=False),
+        root_cert=string_field(data, "root_cert", what, required=False),
+        mspid=string_field(data, "mspid", what),
     )
     label, sep, digest = parsed.chaincode_id.rpartition(":")
     if not sep or not label or not re.fullmatch(r"[0-9a-f]{64}", digest):

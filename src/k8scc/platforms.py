@@ -1,6 +1,7 @@
 """The chaincode platforms k8scc builds and launches, as data plus the commands Fabric's own
 Docker builder runs for them (same build scripts, launch arguments and directories), so
-chaincode runs unchanged."""
+chaincode runs unchanged; and `k8s`, packages that name a prebuilt image (prebuilt.py), which
+run with the image's own entrypoint."""
 
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ def java_launch(peer_address: str) -> list[str]:
     return ["/root/chaincode-java/start", "--peerAddress", peer_address]
 
 
+def prebuilt_build_script(path: str, cached: bool) -> str:
+    raise K8sccError("k8s packages name a prebuilt image: there is nothing to build")
+
+
+def prebuilt_launch(peer_address: str) -> list[str]:
+    """No arguments: the image's own ENTRYPOINT and CMD start it; CORE_PEER_ADDRESS names
+    the peer."""
+    return []
+
+
 class Platform:
     __slots__ = (
         "build_script",
@@ -97,9 +108,11 @@ class Platform:
         "cache_env",
         "default_build_env",
         "default_uid",
+        "image_user_non_root",
         "launch",
         "name",
         "output_dir",
+        "prebuilt",
     )
 
     def __init__(
@@ -112,6 +125,8 @@ class Platform:
         default_uid: int | None,
         default_build_env: tuple[tuple[str, str], ...] = (),
         cache_env: tuple[tuple[str, str], ...] = (),
+        image_user_non_root: bool = False,
+        prebuilt: bool = False,
     ) -> None:
         self.name = name
         self.build_script = build_script
@@ -128,6 +143,11 @@ class Platform:
         # Where the platform's tools keep what they download and compile, pointed into
         # CACHE_DIR when a build cache is configured.
         self.cache_env = cache_env
+        # Whether "the image's own user" must still be non-root: images of k8scc's choosing
+        # may need root (fabric-javaenv), an operator's prebuilt image may not.
+        self.image_user_non_root = image_user_non_root
+        # A package naming an image built elsewhere: nothing to build, no output to mount.
+        self.prebuilt = prebuilt
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -172,7 +192,21 @@ PLATFORMS: dict[str, Platform] = {
             ),
         ),
     ),
+    # fabric-builder-k8s's package format: image.json names the image by digest.
+    "k8s": Platform(
+        name="k8s",
+        build_script=prebuilt_build_script,
+        launch=prebuilt_launch,
+        output_dir="",
+        build_workdir=None,
+        default_uid=None,
+        image_user_non_root=True,
+        prebuilt=True,
+    ),
 }
+
+# The platforms k8scc builds in a builder pod.
+FROM_SOURCE = tuple(name for name, platform in PLATFORMS.items() if not platform.prebuilt)
 
 
 def lookup(chaincode_type: str) -> Platform | None:

@@ -7,7 +7,9 @@ escalation, no capabilities, RuntimeDefault seccomp, no ServiceAccount token, an
 root filesystem for chaincode (builders write caches below their image's GOPATH or HOME, or
 in their scope of the build cache, which an init container of the same hardening prepares). A
 platform run as its image's own user (fabric-javaenv: root) keeps all of that but the ids and
-runAsNonRoot, which PodSecurity `baseline` admits.
+runAsNonRoot, which PodSecurity `baseline` admits. A prebuilt image (a `k8s` package) runs as
+its image's own user too, but with runAsNonRoot: `restricted` still admits it, and the kubelet
+refuses an image whose user is root or a name.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _container_security(platform: PlatformConfig, read_only_root: bool) -> dict[
         "privileged": False,
         "readOnlyRootFilesystem": read_only_root,
     }
-    if platform.run_as_user is not None:
+    if platform.non_root:
         security["runAsNonRoot"] = True
     return security
 
@@ -62,9 +64,10 @@ def _home(platform: PlatformConfig) -> dict[str, str]:
 
 def _pod_spec(config: Config, platform: PlatformConfig, grace: int) -> dict[str, Any]:
     security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if platform.non_root:
+        security["runAsNonRoot"] = True
     if platform.run_as_user is not None:
         security.update(
-            runAsNonRoot=True,
             runAsUser=platform.run_as_user,
             runAsGroup=platform.run_as_group,
             fsGroup=platform.run_as_group,
@@ -239,6 +242,8 @@ def chaincode_env(config: Config, chaincode: ChaincodeJson) -> dict[str, str]:
     env = {
         **config.chaincode_env,
         "CORE_CHAINCODE_ID_NAME": chaincode.chaincode_id,
+        # Prebuilt images pass it to their shim themselves; Fabric's launch arguments carry it.
+        "CORE_PEER_ADDRESS": chaincode.peer_address,
         "CORE_PEER_TLS_ENABLED": "true" if chaincode.tls else "false",
         "CORE_PEER_LOCALMSPID": chaincode.mspid,
         **config.chaincode_logging,
@@ -270,24 +275,29 @@ def chaincode_pod(
     """The chaincode in its runtime image, started with the platform's launch command; the build
     output is read-only at the platform's directory from the transfer directory `launch`, the
     TLS files come from the Secret `launch`. A build for one `architecture` runs on nodes of
-    that architecture, unless the operator's pod.nodeSelector names one itself."""
+    that architecture, unless the operator's pod.nodeSelector names one itself. A prebuilt
+    image holds its chaincode and starts it with its own entrypoint: it mounts no build output.
+    """
     settings = config.platforms[platform.name]
-    mounts: list[dict[str, Any]] = [
-        {
-            "name": TRANSFER_VOLUME,
-            "mountPath": platform.output_dir,
-            "subPath": f"{launch}/output",
-            "readOnly": True,
-        },
-        {"name": "scratch", "mountPath": SCRATCH_DIR},
-    ]
-    volumes: list[dict[str, Any]] = [
-        {
-            "name": TRANSFER_VOLUME,
-            "persistentVolumeClaim": {"claimName": config.transfer_claim, "readOnly": True},
-        },
-        {"name": "scratch", "emptyDir": {}},
-    ]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    if not platform.prebuilt:
+        mounts.insert(
+            0,
+            {
+                "name": TRANSFER_VOLUME,
+                "mountPath": platform.output_dir,
+                "subPath": f"{launch}/output",
+                "readOnly": True,
+            },
+        )
+        volumes.insert(
+            0,
+            {
+                "name": TRANSFER_VOLUME,
+                "persistentVolumeClaim": {"claimName": config.transfer_claim, "readOnly": True},
+            },
+        )
     if chaincode.tls:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         volumes.append({"name": "tls", "secret": {"secretName": launch, "defaultMode": 0o440}})
@@ -295,13 +305,14 @@ def chaincode_pod(
         "name": "chaincode",
         "image": run_image,
         "imagePullPolicy": config.image_pull_policy,
-        "args": platform.launch(chaincode.peer_address),
-        "workingDir": platform.output_dir,
         "env": _env(chaincode_env(config, chaincode)),
         **_env_from(config),
         "securityContext": _container_security(settings, read_only_root=True),
         "volumeMounts": mounts,
     }
+    if not platform.prebuilt:
+        container["args"] = platform.launch(chaincode.peer_address)
+        container["workingDir"] = platform.output_dir
     resources = _resources(config.chaincode_resources)
     if resources:
         container["resources"] = resources

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from k8scc.config import IMAGE_USER, Config, PodOverrides, Resources, Rule
+from k8scc.platforms import PLATFORMS
 
 BUILD, RUN = "build", "run"
 
@@ -94,7 +95,10 @@ def _apply(config: Config, step: str, platform: str, o: PodOverrides) -> Config:
     if o.run_as_user is not None:
         uid = None if o.run_as_user == IMAGE_USER else int(o.run_as_user)
         settings = dataclasses.replace(
-            settings, run_as_user=uid, run_as_group=None if uid is None else o.run_as_group or uid
+            settings,
+            run_as_user=uid,
+            run_as_group=None if uid is None else o.run_as_group or uid,
+            non_root=uid is not None or PLATFORMS[platform].image_user_non_root,
         )
     elif o.run_as_group is not None:
         settings = dataclasses.replace(settings, run_as_group=o.run_as_group)

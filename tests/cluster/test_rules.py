@@ -36,17 +36,23 @@ RULES = [
 ]
 
 
-def process_environment(testbed: Testbed, namespace: str, pod: str) -> dict[str, str]:
-    """The environment of the container's first process, as the kernel holds it."""
+def pod_exec(testbed: Testbed, namespace: str, pod: str, *argv: str) -> bytes:
+    """What `argv` prints, run in the pod's container as kubectl exec runs it."""
     kubectl = binaries.ensure(binaries.KUBECTL) / "kubectl"
     config = f"--kubeconfig={testbed.control_plane.admin_kubeconfig}"
     shown = subprocess.run(
-        [str(kubectl), config, "exec", "-n", namespace, pod, "--", "cat", "/proc/1/environ"],
+        [str(kubectl), config, "exec", "-n", namespace, pod, "--", *argv],
         capture_output=True,
         timeout=60,
         check=True,
     )
-    pairs = (item.decode().partition("=") for item in shown.stdout.split(b"\0") if item)
+    return shown.stdout
+
+
+def process_environment(testbed: Testbed, namespace: str, pod: str) -> dict[str, str]:
+    """The environment of the container's first process, as the kernel holds it."""
+    shown = pod_exec(testbed, namespace, pod, "cat", "/proc/1/environ")
+    pairs = (item.decode().partition("=") for item in shown.split(b"\0") if item)
     return {key: value for key, _, value in pairs}
 
 

@@ -148,8 +148,9 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
             found.append(f"{name}: adds capabilities")
         if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
             found.append(f"{name}: runAsNonRoot is not true")
+        # Unset is allowed: runAsNonRoot then has the kubelet refuse an image user of root.
         uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        if isinstance(uid, bool) or not isinstance(uid, int) or uid <= 0:
+        if uid is not None and (isinstance(uid, bool) or not isinstance(uid, int) or uid <= 0):
             found.append(f"{name}: runAsUser {uid!r} is not a non-zero id")
         seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
         if seccomp != "RuntimeDefault":

@@ -22,7 +22,7 @@ from k8scc import config as configuration
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.peer import Identity
-from k8scc.platforms import CACHE_DIR, PLATFORMS
+from k8scc.platforms import CACHE_DIR, FROM_SOURCE, PLATFORMS
 from tests.unit.helpers import is_dns_label, restricted_violations
 
 pytestmark = pytest.mark.unit
@@ -118,7 +118,7 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container["env"]}
 
 
-@pytest.mark.parametrize("platform", sorted(PLATFORMS))
+@pytest.mark.parametrize("platform", sorted(FROM_SOURCE))
 def test_without_a_cache_builders_mount_none(platform: str) -> None:
     pod = builder(configuration.parse(""), platform)
     assert "initContainers" not in pod["spec"]
@@ -127,7 +127,7 @@ def test_without_a_cache_builders_mount_none(platform: str) -> None:
     assert not set(env_of(container)) & {"GOMODCACHE", "npm_config_cache", "MAVEN_OPTS"}
 
 
-@pytest.mark.parametrize("platform", sorted(PLATFORMS))
+@pytest.mark.parametrize("platform", sorted(FROM_SOURCE))
 def test_a_builder_mounts_only_its_scope_and_its_init_container_the_platforms(
     platform: str,
 ) -> None:

@@ -43,7 +43,7 @@ def problem(text: str | dict[str, Any]) -> str:
 def test_defaults_for_fabric_3_1() -> None:
     c = config.parse("")
     assert c.fabric_version == "3.1"
-    assert set(c.platforms) == {"golang", "node", "java"}
+    assert set(c.platforms) == {"golang", "node", "java", "k8s"}
     golang, node, java = c.platforms["golang"], c.platforms["node"], c.platforms["java"]
     assert (golang.build_image, golang.run_image) == (
         "hyperledger/fabric-ccenv:3.1",
@@ -95,7 +95,7 @@ def test_unquoted_fabric_version_is_refused_as_yaml_reads_3_10_as_3_1() -> None:
 def test_defaults_for_fabric_2_5(version: str) -> None:
     c = config.parse(f"fabricVersion: {version}\n")
     assert c.fabric_version == "2.5"
-    images = {(p.build_image, p.run_image) for p in c.platforms.values()}
+    images = {(p.build_image, p.run_image) for n, p in c.platforms.items() if n != "k8s"}
     assert images == {
         ("hyperledger/fabric-ccenv:2.5", "hyperledger/fabric-baseos:2.5"),
         ("hyperledger/fabric-nodeenv:2.5", "hyperledger/fabric-nodeenv:2.5"),
@@ -210,11 +210,11 @@ def test_overriding_one_image_keeps_the_other_default() -> None:
     )
 
 
-@pytest.mark.parametrize("disabled", ["golang", "node", "java"])
+@pytest.mark.parametrize("disabled", ["golang", "node", "java", "k8s"])
 def test_null_disables_a_platform(disabled: str) -> None:
     c = config.parse(f"platforms:\n  {disabled}: null\n")
     assert disabled not in c.platforms
-    assert set(c.platforms) == {"golang", "node", "java"} - {disabled}
+    assert set(c.platforms) == {"golang", "node", "java", "k8s"} - {disabled}
 
 
 def test_empty_platform_section_keeps_defaults() -> None:

@@ -69,7 +69,7 @@ def test_the_complete_example_is_valid() -> None:
     example = text.split("## Complete example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     parsed = config.parse(example)
     assert parsed.namespace == "fabric"
-    assert set(parsed.platforms) == {"golang", "node"}
+    assert set(parsed.platforms) == {"golang", "node", "k8s"}
     assert parsed.platforms["golang"].build_env["GOSUMDB"] == "off"
     assert parsed.stuck_timeout == 20.0
 

@@ -97,6 +97,7 @@ def test_placeholder_objects_are_the_real_shape_and_pass_restricted() -> None:
         "golang chaincode pod",
         "node builder pod",
         "node chaincode pod",
+        "k8s chaincode pod",
         "TLS Secret",
     ]
     for _, manifest in objects:
@@ -124,8 +125,12 @@ def test_transfer_check(tmp_path: Path) -> None:
 
 def test_images_check_needs_an_enabled_platform() -> None:
     assert doctor.check_images(config.parse("")).passed
-    none = config.parse("platforms: {golang: null, node: null, java: null}")
+    none = config.parse("platforms: {golang: null, node: null, java: null, k8s: null}")
     assert not doctor.check_images(none).passed
+    only_k8s = doctor.check_images(
+        config.parse("platforms: {golang: null, node: null, java: null}")
+    )
+    assert only_k8s == Result("images", True, "k8s: the image each package names")
 
 
 def test_chaincode_address_check() -> None:

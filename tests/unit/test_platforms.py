@@ -11,7 +11,7 @@ import pytest
 
 from k8scc import platforms
 from k8scc.errors import K8sccError
-from k8scc.platforms import PLATFORMS, lookup
+from k8scc.platforms import FROM_SOURCE, PLATFORMS, lookup
 
 pytestmark = pytest.mark.unit
 
@@ -324,11 +324,13 @@ def test_node_launch_falls_back_to_npm_start(shell: Shell, address: str) -> None
 
 
 def test_platform_table() -> None:
-    assert set(PLATFORMS) == {"golang", "node", "java"}
+    assert set(PLATFORMS) == {"golang", "node", "java", "k8s"}
+    assert FROM_SOURCE == ("golang", "node", "java")
     assert {name: p.output_dir for name, p in PLATFORMS.items()} == {
         "golang": "/usr/local/bin",
         "node": "/usr/local/src",
         "java": "/root/chaincode-java/chaincode",
+        "k8s": "",
     }
     assert PLATFORMS["golang"].build_workdir is None
     assert PLATFORMS["node"].build_workdir is None
@@ -342,7 +344,10 @@ def test_platform_table() -> None:
         "node": 1000,
         # fabric-javaenv works only as its own user, root: see its comment.
         "java": None,
+        # A prebuilt image's own user, which must not be root.
+        "k8s": None,
     }
+    assert [name for name, p in PLATFORMS.items() if p.image_user_non_root] == ["k8s"]
     for name, platform in PLATFORMS.items():
         assert platform.name == name
 
@@ -380,7 +385,7 @@ def test_require_platform_names_the_type_or_the_configuration() -> None:
     assert platforms.require_platform("GOLANG", {"golang"}, "k.yaml").name == "golang"
     with pytest.raises(K8sccError) as unknown:
         platforms.require_platform("ccaas", {"golang"}, "k.yaml")
-    assert str(unknown.value) == "type 'ccaas' is not one k8scc builds (golang, node, java)"
+    assert str(unknown.value) == "type 'ccaas' is not one k8scc builds (golang, node, java, k8s)"
     with pytest.raises(K8sccError) as disabled:
         platforms.require_platform("Node", {"golang"}, "k.yaml")
     assert str(disabled.value) == "platform node is disabled in k.yaml"

@@ -20,7 +20,7 @@ from k8scc import names, render
 from k8scc.config import Config
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
-from k8scc.platforms import PLATFORMS, Platform
+from k8scc.platforms import FROM_SOURCE, PLATFORMS, Platform
 from tests.unit.helpers import PeerTls, is_dns_label, peer_tls, restricted_violations
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,7 @@ HASH = "9c" * 32
 PACKAGE_ID = f"My_CC+v1:{HASH}"
 ADDRESS = "peer0.org1.example.com:7052"
 TRANSFER_DIR = "cc-my-cc-v1-0123456789"
-PLATFORM_NAMES = sorted(PLATFORMS)
+PLATFORM_NAMES = sorted(FROM_SOURCE)
 TLS_ENV = {
     "CORE_TLS_CLIENT_KEY_PATH": "/etc/hyperledger/fabric/client.key",
     "CORE_TLS_CLIENT_CERT_PATH": "/etc/hyperledger/fabric/client.crt",
@@ -214,9 +214,6 @@ def test_java_pods_run_as_the_images_user_and_break_restricted_only_there(
         "build: runAsNonRoot is not true"
         if kind == "builder"
         else "chaincode: runAsNonRoot is not true",
-        "build: runAsUser None is not a non-zero id"
-        if kind == "builder"
-        else "chaincode: runAsUser None is not a non-zero id",
     ]
     security = pod["spec"]["securityContext"]
     assert security == {"seccompProfile": {"type": "RuntimeDefault"}}
@@ -418,6 +415,7 @@ def test_chaincode_env_with_tls(plain: Config, tls: PeerTls, name: str) -> None:
     core = {key: value for key, value in env.items() if key.startswith("CORE_")}
     assert core == {
         "CORE_CHAINCODE_ID_NAME": PACKAGE_ID,
+        "CORE_PEER_ADDRESS": ADDRESS,
         "CORE_PEER_TLS_ENABLED": "true",
         "CORE_PEER_LOCALMSPID": "Org1MSP",
         **TLS_ENV,
@@ -432,6 +430,7 @@ def test_chaincode_without_tls(plain: Config, name: str) -> None:
     core = {key: value for key, value in env.items() if key.startswith("CORE_")}
     assert core == {
         "CORE_CHAINCODE_ID_NAME": PACKAGE_ID,
+        "CORE_PEER_ADDRESS": ADDRESS,
         "CORE_PEER_TLS_ENABLED": "false",
         "CORE_PEER_LOCALMSPID": "Org1MSP",
     }

@@ -135,7 +135,7 @@ sys.exit(steps.main("detect", [sys.argv[1], "metadata"], None))
 
 # --- deciding the enabled platforms -----------------------------------------------------------
 
-ALL = {"golang", "node", "java"}
+ALL = {"golang", "node", "java", "k8s"}
 WHERE = Path("/etc/k8scc/k8scc.yaml")
 
 
@@ -147,8 +147,15 @@ def test_text_without_platforms_enables_every_platform_unparsed() -> None:
 
 
 def test_text_with_platforms_is_parsed() -> None:
-    assert detect.enabled_platforms("platforms:\n  node: null\n", WHERE) == {"golang", "java"}
-    assert detect.enabled_platforms("platforms: {golang: null, java: ~}\n", WHERE) == {"node"}
+    assert detect.enabled_platforms("platforms:\n  node: null\n", WHERE) == {
+        "golang",
+        "java",
+        "k8s",
+    }
+    assert detect.enabled_platforms("platforms: {golang: null, java: ~}\n", WHERE) == {
+        "node",
+        "k8s",
+    }
     assert detect.enabled_platforms("# platforms: all of them\nnamespace: a\n", WHERE) == ALL
     with pytest.raises(K8sccError, match=r"^/etc/k8scc/k8scc\.yaml: not valid YAML"):
         detect.enabled_platforms("# platforms\nnamespace: [unclosed\n", WHERE)
@@ -158,7 +165,7 @@ def test_text_with_a_backslash_is_parsed() -> None:
     # The key spelled through an escape: the text never says "platforms".
     escaped = '"platfor\\x6ds":\n  java: null\n'
     assert "platforms" not in escaped
-    assert detect.enabled_platforms(escaped, WHERE) == {"golang", "node"}
+    assert detect.enabled_platforms(escaped, WHERE) == {"golang", "node", "k8s"}
     with pytest.raises(K8sccError, match="namespace: 'A' is not a valid DNS label"):
         detect.enabled_platforms('namespace: "\\x41"\n', WHERE)
 

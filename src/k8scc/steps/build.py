@@ -1,6 +1,7 @@
 """build: runs Fabric's build command for the package's platform in a builder pod and brings
 the output back. BUILD_OUTPUT_DIR ends up holding `output/` (what the pod built), `META-INF/`
-(the package's database artifacts) and k8scc-build.json; on failure it is left empty."""
+(the package's database artifacts) and k8scc-build.json; on failure it is left empty. A `k8s`
+package names a prebuilt image: its reference is checked and recorded, with no pod."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from k8scc import __version__, configfile, identity, names, render, rules
+from k8scc import __version__, configfile, identity, names, prebuilt, render, rules
 from k8scc import config as configuration
 from k8scc.buildinfo import ARCHITECTURES, BuildInfo
 from k8scc.cleanup import CLEANUP_SECONDS, Cleanup
@@ -31,6 +32,29 @@ def _empty(directory: Path) -> None:
             entry.unlink()
 
 
+def _copy_metadata(source: Path, output: Path) -> None:
+    if (source / "META-INF").is_dir():
+        copy_tree(source / "META-INF", output / "META-INF", "META-INF")
+
+
+def _record_image(source: Path, output: Path, label: str, log: StepLog) -> int:
+    try:
+        image = prebuilt.read_image_json(source)
+        _copy_metadata(source, output)
+        BuildInfo(
+            platform="k8s",
+            build_image="",
+            run_image=image,
+            label=label,
+            k8scc_version=__version__,
+        ).write(output)
+    except BaseException:
+        _empty(output)
+        raise
+    log.info(f"k8s package of image {image}: nothing to build")
+    return 0
+
+
 def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     source, metadata_dir, output = (Path(a) for a in argv)
     metadata = read_metadata(metadata_dir)
@@ -38,11 +62,13 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     config = configuration.load(configfile.locate(bin_dir))
     log.debug = config.debug
     platform = require_platform(metadata.type, config.platforms, config.path)
+    if not output.is_dir() or any(output.iterdir()):
+        raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
+    if platform.prebuilt:
+        return _record_image(source, output, metadata.label, log)
     chosen = rules.effective(config, rules.BUILD, platform.name, metadata.label)
     config = chosen.config
     settings = config.platforms[platform.name]
-    if not output.is_dir() or any(output.iterdir()):
-        raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
     transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
@@ -78,8 +104,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         if not architecture:
             log.info(f"builder node architecture {machine!r} unknown: the chaincode is not pinned")
         transfer.collect_build(name, output / OUTPUT)
-        if (source / "META-INF").is_dir():
-            copy_tree(source / "META-INF", output / "META-INF", "META-INF")
+        _copy_metadata(source, output)
         BuildInfo(
             platform=platform.name,
             build_image=settings.build_image,

@@ -62,7 +62,8 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
     cleanup.add("stop following the pod", lambda _: supervisor.close())
     try:
-        transfer.stage_run(launch, build_output / OUTPUT)
+        if not platform.prebuilt:
+            transfer.stage_run(launch, build_output / OUTPUT)
         if chaincode.tls:
             kube.create(render.tls_secret(chaincode, launch, who, config), secret)
         manifest = render.chaincode_pod(
