@@ -47,9 +47,11 @@ def k8scc_network(
     workdir: Path,
     version: str = "3.1",
     peer_tls: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> FabricNetwork:
     """A Fabric network (not started yet) whose peer builds and runs chaincode through k8scc in
-    `namespace`, where the PVC `transfer` is bound to `transfer_dir`."""
+    `namespace`, where the PVC `transfer` is bound to `transfer_dir`; `extra` adds to or
+    replaces top-level keys of k8scc.yaml."""
     control_plane = testbed.control_plane
     control_plane.create_objects(namespace, rbac_documents())
     account = control_plane.write_incluster_dir(namespace, ACCOUNT, workdir / "serviceaccount")
@@ -62,6 +64,7 @@ def k8scc_network(
             "transfer": {"claimName": "transfer", "mountPath": str(transfer_dir)},
             "timeouts": {"stuck": "10s", "start": "120s"},
             **testbed.build_settings(namespace),
+            **(extra or {}),
         },
     )
     # The entry `k8scc core-yaml` writes; of the names it propagates, this peer's environment

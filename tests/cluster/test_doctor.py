@@ -106,7 +106,7 @@ def test_everything_passes_for_the_builder_set_up_as_documented(
     assert report.failed() == []
     assert f"system:serviceaccount:{namespace}:k8scc" in report.detail("api")
     assert f"all {len(PERMISSIONS)} granted" in report.detail("permissions")
-    assert "6 pods and the TLS Secret admitted" in report.detail("admission")
+    assert "7 pods and the TLS Secret admitted" in report.detail("admission")
     assert str(builder.transfer) in report.detail("transfer")
 
 
@@ -180,7 +180,9 @@ def test_pods_the_namespace_podsecurity_rejects_fail_with_the_servers_message(
     assert report.returncode == 1
     assert report.failed() == ["admission"]
     detail = report.detail("admission")
-    assert detail.startswith(f"namespace {namespace} refuses platforms golang, java, node:"), detail
+    assert detail.startswith(f"namespace {namespace} refuses platforms golang, java, k8s, node:"), (
+        detail
+    )
     assert "golang builder pod: rejected:" in detail
     assert 'violates PodSecurity "baseline:latest"' in detail
     assert "AppArmor" in detail
@@ -286,7 +288,9 @@ def test_a_platform_without_an_image_is_refused_by_the_configuration(
 
 
 def test_no_platform_enabled_fails_the_images_check(builder: Builder, tmp_path: Path) -> None:
-    config = with_config(builder, tmp_path, platforms={"golang": None, "node": None, "java": None})
+    config = with_config(
+        builder, tmp_path, platforms={"golang": None, "node": None, "java": None, "k8s": None}
+    )
     report = doctor("--config", config)
     assert report.returncode == 1
     assert report.failed() == ["images"]

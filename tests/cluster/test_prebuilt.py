@@ -13,17 +13,16 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from k8scc import buildinfo, names
-from testbed import oci
 from testbed.cluster import Testbed
 from tests.cluster.test_failures import CHAINCODE_ID, error_lines, launch, write_chaincode_json
 from tests.cluster.test_rules import pod_exec, process_environment
 from tests.cluster.test_steps import wait_clean
 from tests.support.builder import Builder, apply_rbac, make_builder
 from tests.support.fakepeer import FakePeer
+from tests.support.images import REPOSITORY, chaincode_image
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
-REPOSITORY = "localhost/k8scc/asset-transfer"
 PEER_ID = "peer0.org1.example.com"
 RULES = [
     {
@@ -31,20 +30,6 @@ RULES = [
         "chaincode": {"env": {"REGION": "eu"}, "resources": {"limits": {"memory": "150Mi"}}},
     }
 ]
-
-
-def chaincode_image(binary: Path) -> oci.Image:
-    """The Go sample as operators ship it for a k8s package: its binary in a small image whose
-    entrypoint hands the shim the peer's address, running as a numeric non-root user."""
-    busybox = oci.busybox_image(f"{REPOSITORY}:1.0")
-    return oci.Image(
-        name=busybox.name,
-        files={**busybox.files, "/usr/local/bin/asset-transfer": oci.File(binary)},
-        symlinks=busybox.symlinks,
-        directories=busybox.directories,
-        user="1000",
-        entrypoint=("/bin/sh", "-c", 'exec asset-transfer -peer.address="$CORE_PEER_ADDRESS"'),
-    )
 
 
 @pytest.fixture(scope="module")

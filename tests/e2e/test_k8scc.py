@@ -6,7 +6,9 @@ reaching the test bed in-cluster style as the ServiceAccount bound to deploy/bas
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from testbed.cluster import Testbed
 from testbed.fabric import FabricNetwork
 from testbed.k8scc_setup import k8scc_network
 from tests.support.builder import SAMPLES
+from tests.support.images import chaincode_image
 
 pytestmark = pytest.mark.e2e
 
@@ -233,3 +236,78 @@ def test_peer_with_tls_off(deployment: Deployment) -> None:
     assert env["CORE_PEER_TLS_ENABLED"] == "false"
     assert "CORE_TLS_CLIENT_KEY_FILE" not in env
     assert deployment.secrets() == []
+
+
+def k8s_package(workdir: Path, label: str, image: str) -> Path:
+    """A package of type k8s as fabric-builder-k8s users make them: metadata.json and a
+    code.tar.gz holding image.json, which names the image by digest."""
+    name, digest = image.split("@")
+    image_json = json.dumps({"name": name, "digest": digest}).encode()
+    code = io.BytesIO()
+    with tarfile.open(fileobj=code, mode="w:gz") as tar:
+        add_bytes(tar, "image.json", image_json)
+    package = workdir / f"{label}.tgz"
+    with tarfile.open(package, "w:gz") as tar:
+        add_bytes(tar, "metadata.json", json.dumps({"type": "k8s", "label": label}).encode())
+        add_bytes(tar, "code.tar.gz", code.getvalue())
+    return package
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size, member.mode = len(data), 0o644
+    tar.addfile(member, io.BytesIO(data))
+
+
+SIDE_BY_SIDE_RULES = [
+    {
+        "match": {"label": "basic_*"},
+        "chaincode": {"env": {"ORIGIN": "source"}, "resources": {"limits": {"memory": "300Mi"}}},
+    },
+    {
+        "match": {"label": "prebuilt_*"},
+        "chaincode": {"env": {"ORIGIN": "image"}, "resources": {"limits": {"memory": "200Mi"}}},
+    },
+]
+
+
+@pytest.mark.timeout(1200)
+def test_source_and_k8s_packages_side_by_side_each_with_its_rule(
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    volume_dir: Path,
+    tmp_path: Path,
+) -> None:
+    network = k8scc_network(
+        testbed, namespace, volume_dir, tmp_path, extra={"chaincodes": SIDE_BY_SIDE_RULES}
+    )
+    with deployed(network, testbed, admin, namespace) as deployment:
+        deploy_sample(deployment, "golang", "basic_1", 1)
+        invoke_and_query(deployment, "asset1")
+        # The image a CI would publish: the Go sample's binary, taken from the peer's own build.
+        [binary] = (network.workdir / "peer" / "data" / "externalbuilder" / "builds").glob(
+            "*/bld/output/chaincode"
+        )
+        image = testbed.real_node.load(chaincode_image(binary))
+        package = k8s_package(tmp_path, "prebuilt_1", image)
+        network.deploy(package, "prebuilt")
+        network.invoke("prebuilt", [ASSET[0], "asset9", *ASSET[2:]])
+        asset = json.loads(network.query("prebuilt", ["ReadAsset", "asset9"]))
+        assert (asset["ID"], asset["appraisedValue"]) == ("asset9", 300)
+        # One build pod only: the k8s package was recorded, not built.
+        assert len(deployment.recorder.named("ccbuild-")) == 1
+        pods = {
+            pod["spec"]["containers"][0]["image"]: pod for pod in deployment.recorder.named("cc-")
+        }
+        assert len(pods) == 2 and image in pods
+        for pod in pods.values():
+            [box] = pod["spec"]["containers"]
+            env = {e["name"]: e.get("value") for e in box["env"]}
+            source = pod["spec"]["containers"][0]["image"] != image
+            assert env["ORIGIN"] == ("source" if source else "image")
+            assert box["resources"]["limits"]["memory"] == ("300Mi" if source else "200Mi")
+            assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        # Stopping the peer stops both launchers, which remove their pods and Secrets.
+        network.stop()
+        assert deployment.wait(lambda: not deployment.pods() and not deployment.secrets(), 30)
