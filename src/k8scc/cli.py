@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     check = commands.add_parser("doctor", help="check this peer's setup, printing a table")
     check.add_argument("--config", type=Path, help="the k8scc.yaml (default: as the steps find it)")
     check.add_argument("--builder-dir", type=Path, help="the builder directory holding bin/")
-    check.add_argument("--label", help="also show the chaincodes rules a package label gets")
+    check.add_argument(
+        "--label",
+        help="also show the chaincodes rules a package label gets, and dry-run its pods with them",
+    )
     check.add_argument("--package-id", help="with --label: the package id, for rules matching it")
     core = commands.add_parser(
         "core-yaml",

@@ -127,11 +127,15 @@ def check_permissions(kube: Kube) -> Result:
     )
 
 
-def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
+def placeholder_objects(
+    config: Config, label: str | None = None, package_id: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """The builder and chaincode pod of every enabled platform and a TLS Secret, as the steps
-    render them, under names of the real shape; described for the report."""
+    render them, under names of the real shape; described for the report. With a `label` (and
+    `package_id`), the pods of that chaincode, its `chaincodes` rules applied."""
     who = identity.unowned(config)
-    package_id = f"k8scc-doctor_1.0:{'0' * 64}"
+    if package_id is None:
+        package_id = f"{label or 'k8scc-doctor_1.0'}:{'0' * 64}"
     chaincode = ChaincodeJson(
         chaincode_id=package_id,
         peer_address="peer.k8scc-doctor.invalid:7052",
@@ -146,22 +150,29 @@ def placeholder_objects(config: Config) -> list[tuple[str, dict[str, Any]]]:
     objects: list[tuple[str, dict[str, Any]]] = []
     for name in config.platforms:
         platform = PLATFORMS[name]
-        run_image = config.platforms[name].run_image or _PLACEHOLDER_IMAGE
         if not platform.prebuilt:
+            build = rules.effective(config, rules.BUILD, name, chaincode.label).config
             pod = render.builder_pod(
-                config, platform, "k8scc.doctor/cc", chaincode.label, build_name, who, build_name
+                build, platform, "k8scc.doctor/cc", chaincode.label, build_name, who, build_name
             )
             objects.append((f"{name} builder pod", pod))
-        pod = render.chaincode_pod(config, platform, run_image, chaincode, run_name, who, launch)
+        run = rules.effective(config, rules.RUN, name, chaincode.label, package_id)
+        run_image = run.run_image or config.platforms[name].run_image or _PLACEHOLDER_IMAGE
+        pod = render.chaincode_pod(
+            run.config, platform, run_image, chaincode, run_name, who, launch
+        )
         objects.append((f"{name} chaincode pod", pod))
     objects.append(("TLS Secret", render.tls_secret(chaincode, launch, who, config)))
     return objects
 
 
-def check_admission(kube: Kube, config: Config) -> Result:
+def check_admission(
+    kube: Kube, config: Config, label: str | None = None, package_id: str | None = None
+) -> Result:
     """Every pod k8scc would create, created in a dry run: the namespace's admission (its
-    PodSecurity level, say) answers for each platform before any install."""
-    objects = placeholder_objects(config)
+    PodSecurity level, say) answers for each platform before any install; with a `label`,
+    for that chaincode's pods as its rules make them."""
+    objects = placeholder_objects(config, label, package_id)
     messages: dict[str, str] = {}
     for what, manifest in objects:
         try:
@@ -195,7 +206,7 @@ def check_admission(kube: Kube, config: Config) -> Result:
         "admission",
         True,
         f"{len(objects) - 1} pods and the TLS Secret admitted in namespace {kube.namespace}"
-        " (dry run)",
+        f" (dry run{f', label {label}' if label else ''})",
     )
 
 
@@ -331,7 +342,7 @@ def diagnose(
             "needs a valid configuration",
         )
     else:
-        results += _cluster_results(config)
+        results += _cluster_results(config, label, package_id)
         results.append(_guarded("transfer", lambda: check_transfer(config)))
         results.append(_guarded("images", lambda: check_images(config)))
         if label is not None:
@@ -340,7 +351,7 @@ def diagnose(
     return results
 
 
-def _cluster_results(config: Config) -> list[Result]:
+def _cluster_results(config: Config, label: str | None, package_id: str | None) -> list[Result]:
     kube: Kube | None = None
 
     def connect() -> Result:
@@ -359,7 +370,7 @@ def _cluster_results(config: Config) -> list[Result]:
     return [
         api,
         _guarded("permissions", lambda: check_permissions(ready)),
-        _guarded("admission", lambda: check_admission(ready, config)),
+        _guarded("admission", lambda: check_admission(ready, config, label, package_id)),
         _guarded("build cache", lambda: check_build_cache(ready, config)),
     ]
 

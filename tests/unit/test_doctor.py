@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8scc import config, doctor
+from k8scc import config, doctor, names
 from k8scc.doctor import PERMISSIONS, Result
 from tests.unit.helpers import is_dns_label, restricted_violations
 
@@ -164,3 +164,21 @@ def test_an_invalid_configuration_fails_every_check_needing_it(tmp_path: Path) -
         ("chaincode address", True),
     ]
     assert "peer.idd: unknown key" in results[0].detail
+
+
+def test_placeholder_objects_for_a_label_carry_its_rules() -> None:
+    rule = {
+        "match": {"label": "asset_*"},
+        "builder": {"labels": {"tier": "build"}},
+        "chaincode": {"runAsUser": "image", "image": "registry.example.com/cc:2"},
+    }
+    settings = config.parse(yaml.safe_dump({"platforms": {"java": None}, "chaincodes": [rule]}))
+    plain = dict(doctor.placeholder_objects(settings, "basic_1.0"))
+    ruled = dict(doctor.placeholder_objects(settings, "asset_1.0"))
+    assert all(restricted_violations(pod) == [] for what, pod in plain.items() if "pod" in what)
+    assert ruled["golang builder pod"]["metadata"]["labels"]["tier"] == "build"
+    golang = ruled["golang chaincode pod"]
+    assert golang["spec"]["containers"][0]["image"] == "registry.example.com/cc:2"
+    # The rule's image user drops runAsNonRoot: the dry run is asked about exactly that pod.
+    assert restricted_violations(golang) == ["chaincode: runAsNonRoot is not true"]
+    assert golang["metadata"]["annotations"][names.ANNOTATION_LABEL] == "asset_1.0"
