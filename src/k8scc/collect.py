@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from k8scc import names, render
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.log import StepLog
-from k8scc.transfer import VolumeTransfer
+
+if TYPE_CHECKING:
+    from k8scc.transfer import Transfer
 
 
 def _age(pod: dict[str, Any], now: float) -> float:
@@ -35,9 +37,7 @@ def _mounted(pod: dict[str, Any]) -> set[str]:
     return directories
 
 
-def collect(
-    kube: Kube, transfer: VolumeTransfer, peer_id: str, older_than: float, log: StepLog
-) -> None:
+def collect(kube: Kube, transfer: Transfer, peer_id: str, older_than: float, log: StepLog) -> None:
     """Best effort: a failure is one line in the peer's log, and the step goes on."""
     try:
         pods = kube.list_pods(f"{names.LABEL_PEER}={names.peer_key(peer_id)}")

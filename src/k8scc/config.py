@@ -114,8 +114,10 @@ class Config:
     peer_id: str | None
     peer_pod_name: str | None
     owner_references: bool
+    transfer_mode: str
     transfer_claim: str
     transfer_mount_path: Path
+    transfer_max_bytes: int
     build_cache: BuildCache | None
     platforms: dict[str, PlatformConfig]
     build_env: dict[str, str]
@@ -483,6 +485,11 @@ def _rules(r: _Reader, top: Mapping[str, Any]) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+# volume: a ReadWriteMany claim the peer and its pods mount; api: files stream through the
+# Kubernetes API (exec), and pods hold them in emptyDirs.
+TRANSFER_MODES = ("volume", "api")
+
+
 def _check_size(value: str) -> str | None:
     size = buildcache.parse_size(value)
     return None if size else f"invalid size {value!r} (use e.g. 500Mi, 4Gi)"
@@ -529,7 +536,9 @@ def parse(text: str, path: Path | None = None) -> Config:
     )
 
     peer = r.section(top.get("peer"), "peer", {"id", "podName", "ownerReferences"})
-    transfer = r.section(top.get("transfer"), "transfer", {"claimName", "mountPath"})
+    transfer = r.section(
+        top.get("transfer"), "transfer", {"mode", "claimName", "mountPath", "maxSize"}
+    )
     cache = r.section(top.get("buildCache"), "buildCache", {"claimName", "scope", "maxSize"})
     builder = r.section(top.get("builder"), "builder", {"resources"})
     chaincode = r.section(
@@ -616,9 +625,21 @@ def parse(text: str, path: Path | None = None) -> Config:
         peer_id=r.get(peer, "id", "peer", str, None),
         peer_pod_name=r.get(peer, "podName", "peer", str, None, _check_dns_name),
         owner_references=r.get(peer, "ownerReferences", "peer", bool, True),
+        transfer_mode=r.get(
+            transfer,
+            "mode",
+            "transfer",
+            str,
+            "volume",
+            lambda v: None if v in TRANSFER_MODES else "must be volume or api",
+        ),
         transfer_claim=r.get(
             transfer, "claimName", "transfer", str, "k8scc-transfer", _check_dns_name
         ),
+        transfer_max_bytes=buildcache.parse_size(
+            r.get(transfer, "maxSize", "transfer", str, "2Gi", _check_size)
+        )
+        or 0,
         transfer_mount_path=Path(
             r.get(
                 transfer,

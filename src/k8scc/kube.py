@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
-from k8scc import kubeconfig, names
+from k8scc import kubeconfig, names, podexec
 from k8scc.config import Config
 from k8scc.errors import K8sccError
+from k8scc.podexec import Exited
 from k8scc.transport import (
     TRANSPORT_ERRORS,
     ApiError,
@@ -33,6 +34,7 @@ from k8scc.transport import (
     status_text,
     unavailable,
 )
+from k8scc.websocket import WebSocket, WebSocketError
 
 T = TypeVar("T")
 RETRY_SECONDS = 30.0
@@ -374,6 +376,36 @@ class Kube:
                     raise K8sccError(f"watching pod {name}: {describe(error)}") from None
                 stop.wait(pause(error, delay))
                 delay = min(delay * 2, 3.0)
+
+    def exec(
+        self,
+        name: str,
+        container: str,
+        command: list[str],
+        stdin: BinaryIO | None,
+        on_stdout: Callable[[bytes], None],
+        read_seconds: float,
+    ) -> Exited:
+        """Runs `command` in the pod's container (podexec.py). Opening the stream is retried
+        like any request; once it is open nothing is repeated, since the command has run."""
+        query = [("container", container), ("stdout", "true"), ("stderr", "true")]
+        query += [("stdin", "true")] if stdin is not None else []
+        query += [("command", part) for part in command]
+        path = self._path("pods", name, "/exec")
+        opened = self._call(
+            f"cannot open a stream into pod {name}",
+            lambda: self._http.upgrade(path, query, podexec.PROTOCOLS),
+        )
+        assert opened is not None  # nothing is tolerated
+        sock, protocol = opened
+        sock.settimeout(read_seconds)
+        stream = WebSocket(sock)
+        try:
+            return podexec.converse(stream, protocol, stdin, on_stdout)
+        except WebSocketError as error:
+            raise K8sccError(f"stream of pod {name}: {error}") from None
+        finally:
+            stream.close()
 
     @contextmanager
     def log_stream(

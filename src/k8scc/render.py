@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from k8scc import buildcache, names
+from k8scc import apitransfer, buildcache, names
 from k8scc.config import BuildCache, Config, PlatformConfig, Resources
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
@@ -144,6 +144,65 @@ def _cache_preparer(
     return container
 
 
+def _through_api(config: Config) -> bool:
+    return config.transfer_mode == "api"
+
+
+def _transfer_volume(config: Config, read_only: bool) -> dict[str, Any]:
+    """The pod's files: an emptyDir the receiver fills through the API, or the shared claim."""
+    if _through_api(config):
+        return {"name": TRANSFER_VOLUME, "emptyDir": {}}
+    claim = {"claimName": config.transfer_claim, **({"readOnly": True} if read_only else {})}
+    return {"name": TRANSFER_VOLUME, "persistentVolumeClaim": claim}
+
+
+def _transfer_path(config: Config, directory: str, part: str) -> str:
+    """The subPath of a pod's input or output: in its own emptyDir, or in its directory on
+    the claim."""
+    return part if _through_api(config) else f"{directory}/{part}"
+
+
+def _stream_container(
+    config: Config,
+    settings: PlatformConfig,
+    name: str,
+    image: str,
+    script: list[str],
+    resources: dict[str, Any],
+) -> dict[str, Any]:
+    """A container that moves the pod's files through the API (apitransfer.py); the same
+    hardening as the pod's own, writing only to the pod's emptyDir."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": config.image_pull_policy,
+        # The image's entrypoint has no part in moving files.
+        "command": ["/bin/sh", "-c", *script],
+        "securityContext": _container_security(settings, read_only_root=True),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": TRANSFER_VOLUME, "mountPath": apitransfer.POD_DIR}],
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _receiver(
+    config: Config, settings: PlatformConfig, image: str, resources: dict[str, Any]
+) -> dict[str, Any]:
+    seconds = str(max(1, int(config.start_timeout)))
+    script = [apitransfer.WAIT_SCRIPT, "k8scc-wait", seconds]
+    return _stream_container(config, settings, apitransfer.RECEIVER, image, script, resources)
+
+
+# The `hold` container only keeps the pod alive and sends its output back: a quota that asks
+# every container for limits still admits it, without doubling what the builder reserves.
+HOLD_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"cpu": "500m", "memory": "64Mi"},
+}
+
+
 def builder_pod(
     config: Config,
     platform: Platform,
@@ -187,10 +246,14 @@ def builder_pod(
             {
                 "name": TRANSFER_VOLUME,
                 "mountPath": INPUT_DIR,
-                "subPath": f"{transfer_dir}/input",
+                "subPath": _transfer_path(config, transfer_dir, "input"),
                 "readOnly": True,
             },
-            {"name": TRANSFER_VOLUME, "mountPath": OUTPUT_DIR, "subPath": f"{transfer_dir}/output"},
+            {
+                "name": TRANSFER_VOLUME,
+                "mountPath": OUTPUT_DIR,
+                "subPath": _transfer_path(config, transfer_dir, "output"),
+            },
             {"name": "scratch", "mountPath": SCRATCH_DIR},
         ],
     }
@@ -203,24 +266,41 @@ def builder_pod(
     spec["activeDeadlineSeconds"] = max(1, int(config.build_timeout))
     spec["containers"] = [container]
     spec["volumes"] = [
-        {"name": TRANSFER_VOLUME, "persistentVolumeClaim": {"claimName": config.transfer_claim}},
+        _transfer_volume(config, read_only=False),
         {"name": "scratch", "emptyDir": {}},
     ]
+    spec["initContainers"] = []
+    if _through_api(config):
+        image = settings.build_image
+        spec["initContainers"].append(_receiver(config, settings, image, resources))
+        hold = [apitransfer.HOLD_SCRIPT]
+        spec["containers"].append(
+            _stream_container(
+                config,
+                settings,
+                apitransfer.HOLDER,
+                image,
+                hold,
+                HOLD_RESOURCES if resources.get("limits") else {},
+            )
+        )
     if cache:
         platform_dir = buildcache.platform_dir(platform.name, settings.run_as_user)
         scope_dir = buildcache.scope_dir(label, cache.scope)
         container["volumeMounts"].append(
             {"name": CACHE_VOLUME, "mountPath": CACHE_DIR, "subPath": f"{platform_dir}/{scope_dir}"}
         )
-        spec["initContainers"] = [
+        spec["initContainers"].append(
             _cache_preparer(config, cache, settings, resources, platform_dir, scope_dir)
-        ]
+        )
         spec["volumes"].append(
             {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim}}
         )
         if "fsGroup" in spec["securityContext"]:
             # Volumes that apply fsGroup would re-own a whole cache at every build otherwise.
             spec["securityContext"]["fsGroupChangePolicy"] = "OnRootMismatch"
+    if not spec["initContainers"]:
+        del spec["initContainers"]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -282,22 +362,18 @@ def chaincode_pod(
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
     if not platform.prebuilt:
+        # Through the API, the pod's receiver unpacks the output as `input` of its emptyDir.
+        part = "input" if _through_api(config) else "output"
         mounts.insert(
             0,
             {
                 "name": TRANSFER_VOLUME,
                 "mountPath": platform.output_dir,
-                "subPath": f"{launch}/output",
+                "subPath": _transfer_path(config, launch, part),
                 "readOnly": True,
             },
         )
-        volumes.insert(
-            0,
-            {
-                "name": TRANSFER_VOLUME,
-                "persistentVolumeClaim": {"claimName": config.transfer_claim, "readOnly": True},
-            },
-        )
+        volumes.insert(0, _transfer_volume(config, read_only=True))
     if chaincode.tls:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         volumes.append({"name": "tls", "secret": {"secretName": launch, "defaultMode": 0o440}})
@@ -321,6 +397,8 @@ def chaincode_pod(
         spec["nodeSelector"] = {**spec.get("nodeSelector", {}), ARCH_LABEL: architecture}
     spec["containers"] = [container]
     spec["volumes"] = volumes
+    if _through_api(config) and not platform.prebuilt:
+        spec["initContainers"] = [_receiver(config, settings, run_image, resources)]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -8,6 +8,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,18 @@ def _running(pod: dict[str, Any], container: str) -> bool:
     return "running" in state or "terminated" in state
 
 
+def _init_running(pod: dict[str, Any], container: str) -> bool:
+    return any(
+        "running" in (status.get("state") or {})
+        for status in _init_statuses(pod)
+        if status.get("name") == container
+    )
+
+
+def _ended(pod: dict[str, Any], container: str) -> bool:
+    return "terminated" in _container_status(pod, container).get("state", {})
+
+
 class Supervisor:
     """Watches pod `name` (created at `resource_version`) and streams its container's log."""
 
@@ -153,9 +166,16 @@ class Supervisor:
             )
             self._log_thread.start()
 
-    def wait(self, created_pod: dict[str, Any]) -> Outcome:
-        """Follows the pod as its create returned it. Returns when the pod has ended; raises
-        K8sccError when it cannot start, is stuck, or disappears."""
+    def wait(
+        self,
+        created_pod: dict[str, Any],
+        on_start: tuple[str, Callable[[], None]] | None = None,
+        container_ends: bool = False,
+    ) -> Outcome:
+        """Follows the pod as its create returned it. Returns when the pod has ended, or with
+        `container_ends` when its container has (a pod that holds its output for collection
+        runs on); raises K8sccError when it cannot start, is stuck, or disappears.
+        `on_start` names an init container and what to do, once, when it runs."""
         metadata = created_pod["metadata"]
         threading.Thread(
             target=self._watch, args=(metadata["uid"], metadata["resourceVersion"]), daemon=True
@@ -182,11 +202,19 @@ class Supervisor:
                 if pod.get("status", {}).get("phase", "") != phase:
                     phase = pod["status"]["phase"]
                     self.log.info(f"pod phase {phase}")
+                if on_start is not None and _init_running(pod, on_start[0]):
+                    starting = on_start[1]
+                    on_start = None
+                    starting()
                 if _running(pod, self.container):
                     self._start_logs(metadata["uid"])
                 if phase in ("Succeeded", "Failed"):
                     self._drain_logs()
                     return Outcome(phase == "Succeeded", pod)
+                if container_ends and _ended(pod, self.container):
+                    self._drain_logs()
+                    state = _container_status(pod, self.container)["state"]["terminated"]
+                    return Outcome(state.get("exitCode") == 0, pod)
             now = time.monotonic()
             state = waiting_state(pod, self.container, image_missing)
             if state is not None and state != reported:

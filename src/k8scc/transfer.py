@@ -9,134 +9,30 @@ peer that made it, so that what a killed step left behind is collected by its ow
 from __future__ import annotations
 
 import errno
-import os
 import re
 import shutil
-import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k8scc.errors import K8sccError
+from k8scc.tree import copy_tree
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from k8scc.apitransfer import ApiTransfer
+    from k8scc.config import Config
+    from k8scc.kube import Kube
+
+    # What the steps hold: the claim's directories, or streams through the API.
+    Transfer: TypeAlias = "VolumeTransfer | ApiTransfer"
 
 INPUT = "input"
 OUTPUT = "output"
 # Holds the peer's key; its modification time is when the directory was staged.
 MARKER = ".k8scc-peer"
-
-
-# A symlink chain longer than this does not resolve (Linux's MAXSYMLINKS).
-MAX_LINK_HOPS = 40
-
-
-def _stays_inside(root: str, here: list[str], link: str) -> bool:
-    """Whether `link`, a symlink target in directory `here` (components below `root`), is
-    relative and resolves without ever leaving the tree. Components are resolved one at a time
-    as the kernel does, following the links met on the way, so `..` climbs from where a link
-    really leads; one that does not exist (yet) is taken as a directory."""
-    if os.path.isabs(link):
-        return False
-    inside = list(here)
-    pending = list(reversed(link.split("/")))
-    hops = 0
-    while pending:
-        part = pending.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not inside:
-                return False
-            inside.pop()
-            continue
-        try:
-            target = os.readlink(os.path.join(root, *inside, part))
-        except OSError:  # not a link, or not there
-            inside.append(part)
-            continue
-        hops += 1
-        if hops > MAX_LINK_HOPS:
-            return True  # a loop leads nowhere, outside included
-        if os.path.isabs(target):
-            return False
-        pending.extend(reversed(target.split("/")))
-    return True
-
-
-def _copied_mode(mode: int, least: int, read_only: bool = False) -> int:
-    """Permission bits for a copy: at least `least`, at most 0755 for directories and
-    executables and 0644 for other files, never setuid, setgid or sticky; `read_only` files
-    lose every write bit."""
-    executable = stat.S_ISDIR(mode) or mode & 0o111
-    bits = (stat.S_IMODE(mode) & (0o755 if executable else 0o644)) | least
-    return bits & ~0o222 if read_only else bits
-
-
-def copy_tree(
-    source: Path, destination: Path, what: str, readable: bool = False, read_only: bool = False
-) -> None:
-    """Copies directories, regular files and relative symlinks that stay inside `source` (what
-    the peer accepts in a build output); anything else is refused by name. `readable` opens
-    the copy to the non-root users pods run as; nothing is writable but by its owner, and
-    with `read_only` no file by anyone. Directories stay writable by their owner, so the copy
-    can be removed.
-
-    A build output holds thousands of files (a Node build's node_modules), so each costs only
-    what it must: one lstat from the directory scan, an open of each side, a kernel-side copy
-    and an fchmod; a symlink, a readlink per component of its target."""
-    if not source.is_dir():
-        raise K8sccError(f"{what}: {source} is not a directory")
-    root = os.path.realpath(source)
-    destination.mkdir(parents=True, exist_ok=True)
-    file_bits = 0o644 if readable else 0o600
-    dir_bits = 0o755 if readable else 0o700
-    # (source directory, its components below the root, the matching destination directory)
-    pending: list[tuple[str, list[str], str]] = [(str(source), [], str(destination))]
-    while pending:
-        here, below, target_dir = pending.pop()
-        try:
-            with os.scandir(here) as scan:
-                entries = sorted(scan, key=lambda entry: entry.name)
-        except OSError as error:
-            raise K8sccError(f"{what}: cannot read {here}: {error.strerror}") from None
-        for entry in entries:
-            target = os.path.join(target_dir, entry.name)
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if stat.S_ISLNK(mode):
-                link = os.readlink(entry.path)
-                if not _stays_inside(root, below, link):
-                    inside = os.path.relpath(entry.path, source)
-                    raise K8sccError(f"{what}: symlink {inside} points outside")
-                os.symlink(link, target)
-            elif stat.S_ISDIR(mode):
-                os.makedirs(target, exist_ok=True)
-                os.chmod(target, _copied_mode(mode, dir_bits))
-                pending.append((entry.path, [*below, entry.name], target))
-            elif stat.S_ISREG(mode):
-                _copy_file(entry.path, target, _copied_mode(mode, file_bits, read_only))
-            else:
-                inside = os.path.relpath(entry.path, source)
-                raise K8sccError(f"{what}: {inside} is not a regular file or directory")
-
-
-def _copy_file(source: str, target: str, mode: int) -> None:
-    """Copies one regular file in the kernel. O_NOFOLLOW: the file was a regular file when
-    scanned, and must not have become a link since; O_EXCL: nothing is copied over."""
-    flags = os.O_NOFOLLOW | os.O_CLOEXEC
-    reading = os.open(source, os.O_RDONLY | flags)
-    try:
-        writing = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flags, 0o600)
-        try:
-            size = os.fstat(reading).st_size
-            copied = 0
-            while copied < size:
-                sent = os.sendfile(writing, reading, copied, size - copied)
-                if sent == 0:
-                    break  # the file shrank while being copied
-                copied += sent
-            os.fchmod(writing, mode)
-        finally:
-            os.close(writing)
-    finally:
-        os.close(reading)
 
 
 def _space_error(error: OSError, where: Path) -> K8sccError:
@@ -152,9 +48,15 @@ class VolumeTransfer:
     """A transfer directory per pod on a volume mounted at `mount_path` in the peer, marked as
     made by the peer `peer_key`."""
 
+    # Pods read and write the volume themselves: nothing is sent, nothing needs collecting.
+    through_api = False
+
     def __init__(self, mount_path: Path, peer_key: str) -> None:
         self.mount_path = mount_path
         self.peer_key = peer_key
+
+    def delivery(self, pod: str) -> tuple[str, Callable[[], None]] | None:
+        return None
 
     def _dir(self, name: str) -> Path:
         return self.mount_path / name
@@ -180,18 +82,6 @@ class VolumeTransfer:
             output.chmod(0o777)
         except OSError as error:
             raise _space_error(error, directory) from None
-
-    def take(self, name: str, file: str) -> str:
-        """The text of `file` in the build's output, removed from it; empty when missing."""
-        path = self._dir(name) / OUTPUT / file
-        try:
-            text = path.read_text(errors="replace")[:256]
-            path.unlink()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return ""
-        except OSError as error:
-            raise _space_error(error, path) from None
-        return text
 
     def collect_build(self, name: str, destination: Path) -> None:
         try:
@@ -246,3 +136,13 @@ class VolumeTransfer:
             raise K8sccError(
                 f"transfer directory {directory} not removed: {error.filename}: {error.strerror}"
             ) from None
+
+
+def choose(config: Config, kube: Kube, peer_key: str) -> VolumeTransfer | ApiTransfer:
+    """The transfer mode k8scc.yaml selects (transfer.mode)."""
+    if config.transfer_mode == "api":
+        # Imported here: the volume mode's `run`, resident per chaincode, needs no tarfile.
+        from k8scc.apitransfer import ApiTransfer  # noqa: PLC0415
+
+        return ApiTransfer(kube, config.transfer_max_bytes)
+    return VolumeTransfer(config.transfer_mount_path, peer_key)

@@ -9,6 +9,8 @@ adds to each of them (docs/performance.md).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import json
 import os
@@ -24,6 +26,7 @@ from urllib.parse import urlencode, urlsplit
 from k8scc import kubeconfig
 from k8scc.errors import K8sccError
 
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # A Retry-After longer than this is the server's guess, not a promise; retrying sooner is fine.
 MAX_RETRY_AFTER_SECONDS = 10.0
 
@@ -184,25 +187,32 @@ class Http:
                 ) from None
         return credentials.token
 
-    def _send(
-        self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str
-    ) -> _Connection:
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "k8scc"}
         token = self._token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
-        target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
-        connection = _Connection(
+        return headers
+
+    def _connection(self) -> _Connection:
+        return _Connection(
             self.host,
             self.port,
             self.timeout,
             self._context,
             self.credentials.tls_server_name or self.host,
         )
+
+    def _send(
+        self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str
+    ) -> _Connection:
+        headers = self._headers()
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
+        connection = self._connection()
         try:
             connection.request(method, target, body=payload, headers=headers)
         except BaseException:
@@ -247,3 +257,86 @@ class Http:
             yield response
         finally:
             connection.close()
+
+    def upgrade(
+        self, path: str, query: list[tuple[str, str]], protocols: tuple[str, ...]
+    ) -> tuple[socket.socket, str]:
+        """A WebSocket (RFC 6455) opened on `path`: the socket, right past the server's 101
+        answer, and the subprotocol the server chose among `protocols`. The answer is read
+        a byte at a time, so no frame that follows it is buffered away from the caller."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        # No Accept: the API server serves a stream, and refuses an Accept it cannot meet.
+        headers = {
+            **{k: v for k, v in self._headers().items() if k != "Accept"},
+            "Host": self.host if self.port == 443 else f"{self.host}:{self.port}",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Protocol": ", ".join(protocols),
+        }
+        request = f"GET {self.prefix}{path}?{urlencode(query)} HTTP/1.1\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in headers.items()
+        )
+        connection = self._connection()
+        connection.connect()
+        sock = connection.sock
+        connection.sock = None  # the socket is ours from here on
+        try:
+            sock.sendall((request + "\r\n").encode())
+            code, answer = _read_head(sock)
+            if code != 101:
+                body = _read_body(sock, answer)
+                message = _message(body, code)
+                if message == f"HTTP {code}" and body.strip():
+                    # Not a Status object: the server's own words, in one line.
+                    message += ": " + " ".join(body.decode(errors="replace").split())[:300]
+                raise ApiError(code, message)
+            accept = base64.b64encode(
+                hashlib.sha1((key + WEBSOCKET_GUID).encode(), usedforsecurity=False).digest()
+            )
+            if answer.get("sec-websocket-accept") != accept.decode():
+                raise http.client.HTTPException("the server did not accept the WebSocket")
+            chosen = answer.get("sec-websocket-protocol", "")
+            if chosen not in protocols:
+                raise http.client.HTTPException(f"the server chose subprotocol {chosen!r}")
+            return sock, chosen
+        except BaseException:
+            sock.close()
+            raise
+
+
+# An answer's head longer than this is not from an API server.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+def _read_head(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte or len(head) > MAX_HEAD_BYTES:
+            raise http.client.HTTPException("the server's answer ended before its headers")
+        head += byte
+    status, *lines = head.decode("latin-1").split("\r\n")
+    parts = status.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise http.client.HTTPException(f"not an HTTP answer: {status[:80]!r}")
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name:
+            fields[name.strip().lower()] = value.strip()
+    return int(parts[1]), fields
+
+
+def _read_body(sock: socket.socket, fields: dict[str, str]) -> bytes:
+    """An error answer's body, as far as its Content-Length says (a Status object)."""
+    length = fields.get("content-length", "")
+    wanted = min(int(length), MAX_HEAD_BYTES) if length.isdigit() else 0
+    body = b""
+    while len(body) < wanted:
+        chunk = sock.recv(wanted - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from k8scc.errors import K8sccError
-from k8scc.transfer import INPUT, MARKER, OUTPUT, VolumeTransfer, copy_tree
+from k8scc.transfer import INPUT, MARKER, OUTPUT, VolumeTransfer
+from k8scc.tree import copy_tree
 
 PEER = "peer-org1-0123456789"
 

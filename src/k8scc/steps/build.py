@@ -21,7 +21,8 @@ from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import pod_then_directory
 from k8scc.supervise import Supervisor, failure
-from k8scc.transfer import OUTPUT, VolumeTransfer, copy_tree
+from k8scc.transfer import OUTPUT, choose
+from k8scc.tree import copy_tree
 
 
 def _empty(directory: Path) -> None:
@@ -30,6 +31,19 @@ def _empty(directory: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _take(path: Path) -> str:
+    """The start of a file the builder left beside the output, removed from it; empty when
+    it is missing or is not a file."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return ""
+        text = path.read_text(errors="replace")[:256]
+        path.unlink()
+    except OSError:
+        return ""
+    return text
 
 
 def _copy_metadata(source: Path, output: Path) -> None:
@@ -71,7 +85,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     settings = config.platforms[platform.name]
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
-    transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
+    transfer = choose(config, kube, names.peer_key(who.peer_id))
     collect(kube, transfer, who.peer_id, config.leftover_age, log)
     # Builds need no stable name (nothing looks for an old one); a random part keeps two
     # installs of one package, even from peers sharing an id, apart.
@@ -96,14 +110,16 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             f"building {platform.name} chaincode in image {settings.build_image}"
             + chosen.log_suffix()
         )
-        outcome = supervisor.wait(created)
+        outcome = supervisor.wait(
+            created, transfer.delivery(name), container_ends=transfer.through_api
+        )
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")
-        machine = transfer.take(name, render.ARCH_FILE).strip()
+        transfer.collect_build(name, output / OUTPUT)
+        machine = _take(output / OUTPUT / render.ARCH_FILE).strip()
         architecture = ARCHITECTURES.get(machine, "")
         if not architecture:
             log.info(f"builder node architecture {machine!r} unknown: the chaincode is not pinned")
-        transfer.collect_build(name, output / OUTPUT)
         _copy_metadata(source, output)
         BuildInfo(
             platform=platform.name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from k8scc.log import StepLog
-from k8scc.transfer import copy_tree
+from k8scc.tree import copy_tree
 
 STATEDB = Path("META-INF") / "statedb"
 

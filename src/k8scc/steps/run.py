@@ -19,7 +19,7 @@ from k8scc.metadata import read_chaincode_json
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import pod_and_directory
 from k8scc.supervise import Supervisor, failure
-from k8scc.transfer import OUTPUT, VolumeTransfer
+from k8scc.transfer import OUTPUT, choose
 
 # How long the pod of an earlier launch may take to stop, beyond its grace period.
 REPLACE_SECONDS = 30.0
@@ -40,7 +40,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     image = chosen.run_image or info.run_image
     kube = Kube.connect(config)
     who = identity.resolve(config, kube)
-    transfer = VolumeTransfer(config.transfer_mount_path, names.peer_key(who.peer_id))
+    transfer = choose(config, kube, names.peer_key(who.peer_id))
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
     log.pod = name
     launch = names.launch_name(name, names.nonce(4))
@@ -80,7 +80,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())
-        outcome = supervisor.wait(created)
+        outcome = supervisor.wait(created, None if platform.prebuilt else transfer.delivery(name))
         if outcome.succeeded:
             log.info("chaincode exited")
             return 0

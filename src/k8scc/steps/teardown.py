@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
-from k8scc.transfer import VolumeTransfer
+
+if TYPE_CHECKING:
+    from k8scc.transfer import Transfer
 
 
 def pod_then_directory(
-    kube: Kube, transfer: VolumeTransfer, pod: Incarnation, directory: str, log: StepLog
+    kube: Kube, transfer: Transfer, pod: Incarnation, directory: str, log: StepLog
 ) -> Callable[[float], None]:
     """For a pod that writes to its directory (a build): deletes the pod and, once it is gone
     (its containers may write until they have stopped), the directory; otherwise leaves the
@@ -29,7 +32,7 @@ def pod_then_directory(
 
 
 def pod_and_directory(
-    kube: Kube, transfer: VolumeTransfer, pod: Incarnation, directory: str, log: StepLog
+    kube: Kube, transfer: Transfer, pod: Incarnation, directory: str, log: StepLog
 ) -> Callable[[float], None]:
     """For a pod that mounts its directory read-only (a launch): the directory goes as soon as
     the pod is told to stop, since nothing the pod does while it stops can change it, and its

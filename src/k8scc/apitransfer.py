@@ -1,0 +1,164 @@
+"""Moving files between the peer and its pods through the Kubernetes API, with no volume: the
+way kubectl cp does, tar streams over exec, which every Fabric image can run (sh, tar, head,
+sha256sum). Each pod holds its files in an emptyDir mounted at POD_DIR.
+
+A pod that needs files starts with the init container `receive`, which waits for them; `run`
+or `build` packs the tree, and once that container runs, streams the tar into it with its
+sha256 and size: the pod keeps exactly that many bytes, checks the digest and unpacks them.
+A build's output comes back from the `hold` container, which keeps the pod (and its emptyDir)
+alive after the build container ends: it packs the output, says its digest and size, and
+sends it; the peer's copy is checked against that digest and unpacked with archive.unpack's
+checks. Nothing is written outside the pod but anonymous temporary files, gone with `run`."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from k8scc import archive
+from k8scc.errors import K8sccError
+
+if TYPE_CHECKING:
+    from k8scc.kube import Kube
+
+POD_DIR = "/k8scc"
+RECEIVED = f"{POD_DIR}/.received"
+INPUT = "input"
+OUTPUT = "output"
+RECEIVER = "receive"
+HOLDER = "hold"
+
+# The init container: waits (argument: seconds) for the exec below to have unpacked the files.
+WAIT_SCRIPT = f"""i=0
+while [ ! -e {RECEIVED} ]; do
+  i=$((i + 1))
+  if [ "$i" -gt $(($1 * 10)) ]; then
+    echo "k8scc: no files arrived within $1 s" >&2
+    exit 1
+  fi
+  sleep 0.1
+done"""
+# Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
+# command ends without waiting for the end of stdin (which v4 streams cannot send).
+RECEIVE_SCRIPT = f"""set -e
+head -c "$2" > {POD_DIR}/.input.tar
+set -- "$1" "$2" $(sha256sum {POD_DIR}/.input.tar)
+if [ "$3" != "$1" ]; then
+  size=$(($(wc -c < {POD_DIR}/.input.tar)))
+  echo "k8scc: the files arrived damaged: $size bytes of sha256 $3, sent $2 of $1" >&2
+  exit 3
+fi
+mkdir -p {POD_DIR}/{INPUT} {POD_DIR}/{OUTPUT}
+tar -xf {POD_DIR}/.input.tar -C {POD_DIR}/{INPUT}
+rm {POD_DIR}/.input.tar
+touch {RECEIVED}"""
+# Argument: the most bytes the peer takes. Prints "k8scc-sha256 <digest> <size>" on stderr,
+# then the tar on stdout.
+SEND_SCRIPT = f"""set -e
+tar -cf {POD_DIR}/.output.tar -C {POD_DIR}/{OUTPUT} .
+size=$(($(wc -c < {POD_DIR}/.output.tar)))
+if [ "$size" -gt "$1" ]; then
+  echo "k8scc: the build output is $size bytes, more than transfer.maxSize ($1 bytes)" >&2
+  exit 4
+fi
+set -- $(sha256sum {POD_DIR}/.output.tar)
+echo "k8scc-sha256 $1 $size" >&2
+cat {POD_DIR}/.output.tar"""
+# The `hold` container: lives until the pod is deleted, and stops at once when told to.
+HOLD_SCRIPT = 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
+
+DIGEST_LINE = re.compile(r"k8scc-sha256 ([0-9a-f]{64}) ([0-9]+)")
+# A stream with nothing to read for this long is dead; a pod sends steadily once it sends.
+READ_SECONDS = 120.0
+
+
+def _complaint(stderr: str, fallback: str) -> str:
+    """The command's own `k8scc:` line, else the last line it wrote, else `fallback`."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    ours = [line.removeprefix("k8scc: ") for line in lines if line.startswith("k8scc: ")]
+    return (ours or lines or [fallback])[-1][:400]
+
+
+class ApiTransfer:
+    """Files for one build or launch, staged in an anonymous temporary file until the pod
+    takes them."""
+
+    through_api = True
+
+    def __init__(self, kube: Kube, max_bytes: int) -> None:
+        self.kube = kube
+        self.max_bytes = max_bytes
+        self._staged: BinaryIO | None = None
+        self._digest = ""
+        self._size = 0
+
+    def _stage(self, tree: Path, what: str, read_only: bool) -> None:
+        self.remove("")
+        # Kept open past this call until the pod takes it: closing it is what removes it.
+        staged = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self._digest = archive.pack(tree, staged, what, self.max_bytes, read_only)
+        except BaseException:
+            staged.close()
+            raise
+        self._size = staged.tell()
+        self._staged = staged
+
+    def stage_build(self, name: str, source: Path) -> None:
+        self._stage(source, "chaincode source", read_only=False)
+
+    def stage_run(self, launch: str, build_output: Path) -> None:
+        self._stage(build_output, "build output", read_only=True)
+
+    def delivery(self, pod: str) -> tuple[str, Callable[[], None]] | None:
+        """What the pod's supervisor does once the receiving container runs."""
+        return RECEIVER, lambda: self._deliver(pod)
+
+    def _deliver(self, pod: str) -> None:
+        staged = self._staged
+        if staged is None:
+            raise K8sccError(f"nothing staged for pod {pod}")
+        staged.seek(0)
+        command = ["/bin/sh", "-c", RECEIVE_SCRIPT, "k8scc-receive", self._digest, str(self._size)]
+        exited = self.kube.exec(pod, RECEIVER, command, staged, lambda _: None, READ_SECONDS)
+        if exited.code != 0:
+            why = _complaint(exited.stderr, exited.message or f"exit code {exited.code}")
+            raise K8sccError(f"sending files into pod {pod} failed: {why}")
+        self.remove("")
+
+    def collect_build(self, pod: str, destination: Path) -> None:
+        """The build output of `pod`, checked and unpacked into `destination`."""
+        what = f"build output of pod {pod}"
+        with tempfile.TemporaryFile() as received:
+            sink = archive.Digesting(received, self.max_bytes, what)
+            command = ["/bin/sh", "-c", SEND_SCRIPT, "k8scc-send", str(self.max_bytes)]
+            exited = self.kube.exec(pod, HOLDER, command, None, sink.write, READ_SECONDS)
+            if exited.code != 0:
+                why = _complaint(exited.stderr, exited.message or f"exit code {exited.code}")
+                raise K8sccError(f"taking the build output from pod {pod} failed: {why}")
+            said = DIGEST_LINE.search(exited.stderr)
+            if said is None:
+                raise K8sccError(f"{what}: the pod sent no digest")
+            if (sink.hexdigest(), sink.size) != (said.group(1), int(said.group(2))):
+                raise K8sccError(
+                    f"{what} arrived damaged: {sink.size} bytes of sha256 {sink.hexdigest()},"
+                    f" the pod sent {said.group(2)} of sha256 {said.group(1)}"
+                )
+            received.seek(0)
+            destination.mkdir()
+            archive.unpack(received, destination, what, self.max_bytes)
+
+    def sweep(self, name: str, keep: str) -> None:
+        """Nothing outlives a launch's pod: its files are in the pod's emptyDir."""
+
+    def leftovers(self, older_than: float) -> list[str]:
+        return []
+
+    def remove(self, name: str) -> None:
+        """Drops what is staged: it is an anonymous file, so only memory of it remains."""
+        if self._staged is not None:
+            self._staged.close()
+            self._staged = None

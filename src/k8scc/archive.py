@@ -1,0 +1,127 @@
+"""Trees packed into tar streams and unpacked from them, for the transfer mode with no
+volume: what k8scc sends into a pod is a tree it checked (tree.walk), and what comes back from
+a pod is untrusted (a build runs the chaincode's own code), so unpacking refuses whatever the
+peer would not persist: paths that leave the directory, links that point out, devices and
+FIFOs, an entry twice, more bytes than the configured bound. Links are made last and checked
+against the finished tree, so no link can steer a later entry outside."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from k8scc.errors import K8sccError
+from k8scc.tree import copied_mode, stays_inside, walk
+
+CHUNK = 1024 * 1024
+
+
+class Digesting:
+    """A file being written, with the sha256 and size of what went in; past `limit` bytes
+    it refuses more."""
+
+    def __init__(self, file: BinaryIO, limit: int, what: str) -> None:
+        self.file = file
+        self.limit = limit
+        self.what = what
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise K8sccError(f"{self.what} is larger than transfer.maxSize ({self.limit} bytes)")
+        self._sha256.update(data)
+        self.file.write(data)
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+
+def pack(source: Path, into: BinaryIO, what: str, limit: int, read_only: bool = False) -> str:
+    """Writes the tree as a tar stream readable by the pod's non-root user (read-only files
+    when `read_only`, as a launch's are); returns its sha256."""
+    sink = Digesting(into, limit, what)
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
+        for entry in walk(source, what):
+            info = tarfile.TarInfo(entry.relative)
+            info.mtime = entry.mtime
+            if entry.link:
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.link, 0o777
+                tar.addfile(info)
+            elif stat.S_ISDIR(entry.mode):
+                info.type, info.mode = tarfile.DIRTYPE, copied_mode(entry.mode, 0o755)
+                tar.addfile(info)
+            else:
+                info.mode = copied_mode(entry.mode, 0o644, read_only)
+                with open(entry.path, "rb", buffering=0) as file:
+                    info.size = os.fstat(file.fileno()).st_size
+                    tar.addfile(info, file)
+    return sink.hexdigest()
+
+
+def _inside(name: str, what: str) -> list[str]:
+    """The entry's components below the directory, or an error for a path that leaves it."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if name.startswith("/") or ".." in parts:
+        raise K8sccError(f"{what}: tar entry {name!r} leaves its directory")
+    return parts
+
+
+def _write(source: IO[bytes], target: str, mode: int, budget: list[int], what: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(target, flags, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        while chunk := source.read(CHUNK):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise K8sccError(f"{what}: more than transfer.maxSize once unpacked")
+            file.write(chunk)
+        os.fchmod(fd, mode)
+
+
+def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
+    """Unpacks an untrusted tar stream into the existing directory `destination`, files and
+    directories owner-only as copy_tree makes them."""
+    budget = [limit]
+    links: list[tuple[list[str], str]] = []
+    root = str(destination)
+    try:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
+            for member in tar:
+                parts = _inside(member.name, what)
+                if not parts:
+                    continue  # the directory itself
+                target = os.path.join(root, *parts)
+                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                if member.isdir():
+                    os.makedirs(target, mode=0o700, exist_ok=True)
+                    os.chmod(target, copied_mode(member.mode | stat.S_IFDIR, 0o700))
+                elif member.isreg():
+                    content = tar.extractfile(member)
+                    assert content is not None  # a regular file always has content
+                    _write(content, target, copied_mode(member.mode, 0o600), budget, what)
+                elif member.issym():
+                    links.append((parts, member.linkname))
+                elif member.islnk():
+                    original = os.path.join(root, *_inside(member.linkname, what))
+                    with open(original, "rb") as content:
+                        mode = copied_mode(os.fstat(content.fileno()).st_mode, 0o600)
+                        _write(content, target, mode, budget, what)
+                else:
+                    raise K8sccError(f"{what}: {'/'.join(parts)} is a device or FIFO")
+        for parts, link in links:
+            os.symlink(link, os.path.join(root, *parts))
+    except (tarfile.TarError, EOFError) as error:
+        raise K8sccError(f"{what}: the stream is damaged: {error}") from None
+    except FileExistsError as error:
+        raise K8sccError(f"{what}: {error.filename} appears twice in the stream") from None
+    except OSError as error:
+        raise K8sccError(f"{what}: cannot unpack {error.filename}: {error.strerror}") from None
+    for parts, link in links:
+        if not stays_inside(root, parts[:-1], link):
+            raise K8sccError(f"{what}: symlink {'/'.join(parts)} points outside")

@@ -1,0 +1,95 @@
+"""A command run in a pod's container through the API server's exec stream, the way kubectl
+exec runs it: channel protocol v5.channel.k8s.io (v4 from servers older than 1.30, where stdin
+cannot be closed, so k8scc's commands never wait for its end). Stdin comes from a file, stdout
+goes to a sink, stderr is kept up to a bound, and the command's exit status arrives on the
+status channel."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from k8scc.transport import status_text
+from k8scc.websocket import WebSocket, WebSocketError
+
+STDIN, STDOUT, STDERR, STATUS, CLOSE_STREAM = 0, 1, 2, 3, 255
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+CHUNK = 64 * 1024
+MAX_STDERR = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Exited:
+    """How the command ended: `code` 0 for success, else its exit code, or -1 when it did not
+    run at all (`message` says why, in the API server's words); what it wrote on stderr."""
+
+    code: int
+    message: str
+    stderr: str
+
+
+def exit_of(status: object) -> tuple[int, str]:
+    """The exit code and message a status-channel Status carries."""
+    if not isinstance(status, dict):
+        return -1, "the status channel carried no Status"
+    if status.get("status") == "Success":
+        return 0, ""
+    message = status_text(status, 500)
+    details = status.get("details")
+    for cause in (details.get("causes") or []) if isinstance(details, dict) else []:
+        text = str(cause.get("message", "")) if isinstance(cause, dict) else ""
+        if isinstance(cause, dict) and cause.get("reason") == "ExitCode" and text.isdigit():
+            return int(text), message
+    return -1, message
+
+
+def _feed(stream: WebSocket, stdin: BinaryIO, can_close: bool, failed: list[BaseException]) -> None:
+    try:
+        while chunk := stdin.read(CHUNK):
+            stream.send(bytes([STDIN]) + chunk)
+        if can_close:
+            stream.send(bytes([CLOSE_STREAM, STDIN]))
+    except BaseException as error:  # reported by the reader, which owns the stream
+        failed.append(error)
+
+
+def converse(
+    stream: WebSocket,
+    protocol: str,
+    stdin: BinaryIO | None,
+    on_stdout: Callable[[bytes], None],
+) -> Exited:
+    """Feeds `stdin` (in a thread, so a command that prints while it reads never blocks on
+    us) and reads the stream until the status arrives."""
+    failed: list[BaseException] = []
+    feeder = None
+    if stdin is not None:
+        can_close = protocol.startswith("v5.")
+        feeder = threading.Thread(target=_feed, args=(stream, stdin, can_close, failed))
+        feeder.daemon = True
+        feeder.start()
+    stderr = bytearray()
+    try:
+        while (message := stream.receive()) is not None:
+            if not message:
+                continue
+            channel, data = message[0], message[1:]
+            if channel == STDOUT:
+                on_stdout(data)
+            elif channel == STDERR:
+                stderr += data[: MAX_STDERR - len(stderr)]
+            elif channel == STATUS:
+                try:
+                    code, text = exit_of(json.loads(data))
+                except ValueError:
+                    code, text = -1, "the status channel carried no Status"
+                return Exited(code, text, stderr.decode(errors="replace"))
+    finally:
+        if feeder is not None:
+            feeder.join(timeout=1)
+    if failed:
+        raise WebSocketError(f"sending to the command failed: {failed[0]}")
+    raise WebSocketError("the stream ended before the command's exit status")
