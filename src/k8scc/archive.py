@@ -84,6 +84,23 @@ def _write(source: IO[bytes], target: str, mode: int, budget: list[int], what: s
         os.fchmod(fd, mode)
 
 
+def _make_directories(root: str, parts: list[str]) -> None:
+    """Each missing directory of `parts` below root, owner-only (os.makedirs gives those
+    above the last the umask's default)."""
+    path = root
+    for part in parts:
+        path = os.path.join(path, part)
+        if not os.path.isdir(path) or os.path.islink(path):
+            os.mkdir(path, 0o700)
+
+
+def _named(root: str, error: OSError) -> str:
+    """The entry an error is about, as the stream names it (a symlink's error names the
+    link second)."""
+    path = error.filename2 or error.filename
+    return os.path.relpath(path, root) if isinstance(path, str) else str(path)
+
+
 def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
     """Unpacks an untrusted tar stream into the existing directory `destination`, files and
     directories owner-only as copy_tree makes them."""
@@ -97,9 +114,9 @@ def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
                 if not parts:
                     continue  # the directory itself
                 target = os.path.join(root, *parts)
-                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                _make_directories(root, parts[:-1])
                 if member.isdir():
-                    os.makedirs(target, mode=0o700, exist_ok=True)
+                    _make_directories(root, parts)
                     os.chmod(target, copied_mode(member.mode | stat.S_IFDIR, 0o700))
                 elif member.isreg():
                     content = tar.extractfile(member)
@@ -119,9 +136,11 @@ def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
     except (tarfile.TarError, EOFError) as error:
         raise K8sccError(f"{what}: the stream is damaged: {error}") from None
     except FileExistsError as error:
-        raise K8sccError(f"{what}: {error.filename} appears twice in the stream") from None
+        name = _named(root, error)
+        raise K8sccError(f"{what}: {name} appears twice in the stream") from None
     except OSError as error:
-        raise K8sccError(f"{what}: cannot unpack {error.filename}: {error.strerror}") from None
+        name = _named(root, error)
+        raise K8sccError(f"{what}: cannot unpack {name}: {error.strerror}") from None
     for parts, link in links:
         if not stays_inside(root, parts[:-1], link):
             raise K8sccError(f"{what}: symlink {'/'.join(parts)} points outside")
