@@ -27,7 +27,9 @@ def owner_pod_name(config: Config) -> str | None:
 
 
 def resolve(config: Config, kube: Kube, environ: Mapping[str, str] = os.environ) -> Identity:
-    pod_name = owner_pod_name(config)
+    """Owner references cannot cross namespaces (the garbage collector would take the owner
+    for gone and delete what it owns): pods in a namespace other than the peer's have none."""
+    pod_name = owner_pod_name(config) if kube.namespace == kube.peer_namespace else None
     uid = environ.get(POD_UID_ENV)
     if pod_name and uid:
         # The downward API's answer: no request on the way to the chaincode pod's create.

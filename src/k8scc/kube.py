@@ -11,6 +11,7 @@ import http.client
 import json
 import math
 import os
+import socket
 import ssl
 import threading
 import time
@@ -66,6 +67,8 @@ class Kube:
         except (ssl.SSLError, ValueError) as error:
             raise K8sccError(f"cannot load Kubernetes credentials: {error}") from None
         self.namespace = namespace
+        # Where the peer itself runs, as its credentials say: the namespace of its account.
+        self.peer_namespace = credentials.namespace or namespace
         self.retry_seconds = RETRY_SECONDS
         self._deadline: float | None = None
         self._outage_seen = -AUTHZ_WARMUP_SECONDS
@@ -392,10 +395,18 @@ class Kube:
         query += [("stdin", "true")] if stdin is not None else []
         query += [("command", part) for part in command]
         path = self._path("pods", name, "/exec")
-        opened = self._call(
-            f"cannot open a stream into pod {name}",
-            lambda: self._http.upgrade(path, query, podexec.PROTOCOLS),
-        )
+
+        def attempt() -> tuple[socket.socket, str]:
+            try:
+                return self._http.upgrade(path, query, podexec.PROTOCOLS)
+            except ApiError as error:
+                if error.code != 403:
+                    raise
+                # The server names the verb it checked first; a refused upgrade may name none.
+                hint = ' (streams need verbs create and get on resource "pods/exec")'
+                raise ApiError(403, error.message + hint) from None
+
+        opened = self._call(f"cannot open a stream into pod {name}", attempt)
         assert opened is not None  # nothing is tolerated
         sock, protocol = opened
         sock.settimeout(read_seconds)

@@ -6,29 +6,31 @@ from __future__ import annotations
 
 import json
 import platform as host_platform
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod
+from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Secret
 
 from k8scc.buildinfo import ARCHITECTURES
 from k8scc.render import ARCH_FILE
 from testbed.cluster import BUILD_CACHE_CLAIM, Testbed
+from testbed.k8scc_setup import rbac_documents
 from tests.cluster.test_steps import BUILT_FILE, launch_and_stop, wait_clean
 from tests.support.builder import (
     Builder,
     apply_rbac,
     make_builder,
     package_source,
-    rbac_rules,
+    small_node_package,
 )
+from tests.support.fakepeer import FakePeer
+from tests.support.pods import phase_in, shell_pod, wait_for
 
 pytestmark = [pytest.mark.cluster]
-
-EXEC_RULE = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}
 
 
 def api_builder(
@@ -36,7 +38,7 @@ def api_builder(
 ) -> Builder:
     """k8scc in api mode with no claim at all in its namespace (not even the test bed's
     build cache), so that any pod mounting one could not start."""
-    apply_rbac(testbed.control_plane, namespace, rules=[*rbac_rules(), EXEC_RULE])
+    apply_rbac(testbed.control_plane, namespace)
     empty = workdir / "no-volume"
     empty.mkdir()
     settings = {"transfer": {"mode": "api"}, "buildCache": None, **extra}
@@ -69,3 +71,104 @@ def test_build_and_run_through_the_api_with_no_volume(
     launch_and_stop(builder, output, tmp_path, platform, True, testbed.host_address)
     assert wait_clean(admin, namespace, None) == []
     assert list(builder.transfer.iterdir()) == []
+
+
+def split_namespaces(testbed: Testbed, peer_namespace: str) -> str:
+    """The recommended setup: the peer's account in its own namespace, with no permission
+    there at all, and k8scc's Role in a chaincode namespace bound to that account."""
+    chaincode_namespace = f"{peer_namespace[:50]}-cc"
+    plane = testbed.control_plane
+    plane.create_namespace(chaincode_namespace)
+    account, role, binding = rbac_documents()
+    plane.create_objects(peer_namespace, [account])
+    subject = {"kind": "ServiceAccount", "name": "k8scc", "namespace": peer_namespace}
+    plane.create_objects(chaincode_namespace, [role, {**binding, "subjects": [subject]}])
+    return chaincode_namespace
+
+
+def names_of(admin: Client, kind: Any, namespace: str) -> list[str]:
+    return sorted(str(o.metadata.name) for o in admin.list(kind, namespace=namespace))
+
+
+@pytest.mark.timeout(600)
+def test_pods_run_in_a_chaincode_namespace_apart_from_the_peers(
+    testbed: Testbed, admin: Client, namespace: str, tmp_path: Path, golang_output: Path
+) -> None:
+    """Builder and chaincode pods, and the launch's Secret, live in the chaincode namespace
+    only; the peer's namespace gets nothing and grants nothing; no owner reference points
+    across (the garbage collector would take the peer for gone); a chaincode pod whose `run`
+    was killed is collected once it has ended."""
+    chaincode_namespace = split_namespaces(testbed, namespace)
+    admin.create(shell_pod("peer0", "while :; do sleep 1; done"), namespace=namespace)
+    wait_for(admin, "peer0", namespace, phase_in("Running"))
+    accounts = testbed.control_plane.write_incluster_dir(namespace, "k8scc", tmp_path / "sa")
+    empty = tmp_path / "no-volume"
+    empty.mkdir()
+    builder = make_builder(
+        testbed,
+        namespace,
+        empty,
+        tmp_path,
+        {
+            "kubeconfig": None,
+            "serviceAccountDir": str(accounts),
+            "kubernetesServer": testbed.control_plane.server,
+            "namespace": chaincode_namespace,
+            "peer": {"id": "peer0", "podName": "peer0"},
+            "transfer": {"mode": "api"},
+            "buildCache": None,
+            "timeouts": {"stuck": "5s", "start": "60s", "build": "20s", "leftovers": "21s"},
+        },
+    )
+    source, metadata = small_node_package(tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    built = builder.run("build", source, metadata, output)
+    assert built.returncode == 0, built.stderr
+
+    with FakePeer(tls=True, host=testbed.host_address) as peer:
+        chaincode_id = f"asset_1.0:{'cd' * 32}"
+        meta = tmp_path / "run"
+        meta.mkdir()
+        (meta / "chaincode.json").write_text(json.dumps(peer.chaincode_json(chaincode_id)))
+        run = builder.start("run", golang_output, meta)
+        try:
+            assert peer.wait_registered(chaincode_id, timeout=120), run.stderr
+            [pod] = [p.to_dict() for p in admin.list(Pod, namespace=chaincode_namespace)]
+            [secret] = [s.to_dict() for s in admin.list(Secret, namespace=chaincode_namespace)]
+            assert "ownerReferences" not in pod["metadata"]
+            owners = secret["metadata"].get("ownerReferences") or []
+            assert [(o["kind"], o["name"]) for o in owners] == [("Pod", pod["metadata"]["name"])]
+            assert names_of(admin, Pod, namespace) == ["peer0"]
+            assert names_of(admin, Secret, namespace) == []
+        finally:
+            run.stop()
+    assert wait_clean(admin, chaincode_namespace, None) == []
+
+    # The small package's chaincode ends by itself; its `run` is killed before it can see that.
+    small = tmp_path / "small-run"
+    small.mkdir()
+    plain = {
+        "chaincode_id": f"asset_1.0:{'ef' * 32}",
+        "peer_address": f"{testbed.host_address}:7052",
+        "client_cert": "",
+        "client_key": "",
+        "root_cert": "",
+        "mspid": "Org1MSP",
+    }
+    (small / "chaincode.json").write_text(json.dumps(plain))
+    killed = builder.start("run", output, small)
+    assert killed.wait_for_line("chaincode pod started", 60), killed.stderr
+    killed.stop(signal.SIGKILL)
+    [ended] = names_of(admin, Pod, chaincode_namespace)
+    # Killed before or after its files went in: its init container gives up (timeouts.start)
+    # or its chaincode ends; either way the pod ends with no `run` to delete it.
+    wait_for(admin, ended, chaincode_namespace, phase_in("Succeeded", "Failed"), timeout=120)
+    time.sleep(22)  # timeouts.leftovers after the pod's end
+    again = tmp_path / "bld-again"
+    again.mkdir()
+    rebuilt = builder.run("build", source, metadata, again)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"deleting chaincode pod {ended}, ended with no launch" in rebuilt.stderr
+    assert wait_clean(admin, chaincode_namespace, None) == []
+    admin.delete(Pod, "peer0", namespace=namespace, grace_period=0)
