@@ -22,8 +22,9 @@ from k8scc.kube import Kube
 from k8scc.metadata import ChaincodeJson
 from k8scc.platforms import FROM_SOURCE, PLATFORMS
 
-# Everything k8scc asks of Kubernetes, as (verb, resource[/subresource]) in the core API group.
-# deploy/base/rbac.yaml's Role grants exactly these (a unit test compares the two).
+# Everything k8scc asks of Kubernetes, as (verb, resource[/subresource]) in the core API group;
+# STREAM_PERMISSIONS only in transfer mode api. deploy/base/rbac.yaml's Role grants exactly
+# both (a unit test compares them).
 PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("create", "pods"),
     ("get", "pods"),
@@ -35,6 +36,8 @@ PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("patch", "secrets"),
     ("delete", "secrets"),
 )
+# An exec stream is a WebSocket upgrade, which the API server authorizes as both verbs.
+STREAM_PERMISSIONS = (("create", "pods/exec"), ("get", "pods/exec"))
 ADDRESS_VARIABLES = (
     "CORE_PEER_CHAINCODEADDRESS",
     "CORE_PEER_CHAINCODELISTENADDRESS",
@@ -114,17 +117,20 @@ def check_api(kube: Kube) -> Result:
     )
 
 
-def check_permissions(kube: Kube) -> Result:
+def needed_permissions(config: Config) -> tuple[tuple[str, str], ...]:
+    return PERMISSIONS + (STREAM_PERMISSIONS if config.transfer_mode == "api" else ())
+
+
+def check_permissions(kube: Kube, config: Config) -> Result:
+    needed = needed_permissions(config)
     missing = [
-        f"{verb} {resource}" for verb, resource in PERMISSIONS if not kube.allowed(verb, resource)
+        f"{verb} {resource}" for verb, resource in needed if not kube.allowed(verb, resource)
     ]
     if missing:
         return Result(
             "permissions", False, f"in namespace {kube.namespace}, missing: {', '.join(missing)}"
         )
-    return Result(
-        "permissions", True, f"all {len(PERMISSIONS)} granted in namespace {kube.namespace}"
-    )
+    return Result("permissions", True, f"all {len(needed)} granted in namespace {kube.namespace}")
 
 
 def placeholder_objects(
@@ -239,6 +245,10 @@ def check_build_cache(kube: Kube, config: Config) -> Result:
 
 
 def check_transfer(config: Config) -> Result:
+    if config.transfer_mode == "api":
+        # Its one need is pods/exec, which the permissions row checks.
+        size = config.transfer_max_bytes
+        return Result("transfer", True, f"mode api: no volume, streams of at most {size} bytes")
     mount = config.transfer_mount_path
     if not mount.exists():
         return Result("transfer", False, f"transfer.mountPath {mount} does not exist")
@@ -369,7 +379,7 @@ def _cluster_results(config: Config, label: str | None, package_id: str | None) 
     ready = kube
     return [
         api,
-        _guarded("permissions", lambda: check_permissions(ready)),
+        _guarded("permissions", lambda: check_permissions(ready, config)),
         _guarded("admission", lambda: check_admission(ready, config, label, package_id)),
         _guarded("build cache", lambda: check_build_cache(ready, config)),
     ]

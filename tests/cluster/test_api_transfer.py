@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform as host_platform
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from k8scc.buildinfo import ARCHITECTURES
 from k8scc.render import ARCH_FILE
 from testbed.cluster import BUILD_CACHE_CLAIM, Testbed
 from testbed.k8scc_setup import rbac_documents
+from tests.cluster.test_bad_input import Scene, node_package
 from tests.cluster.test_steps import BUILT_FILE, launch_and_stop, wait_clean
 from tests.support.builder import (
     Builder,
@@ -172,3 +174,37 @@ def test_pods_run_in_a_chaincode_namespace_apart_from_the_peers(
     assert f"deleting chaincode pod {ended}, ended with no launch" in rebuilt.stderr
     assert wait_clean(admin, chaincode_namespace, None) == []
     admin.delete(Pod, "peer0", namespace=namespace, grace_period=0)
+
+
+# What a build's own scripts can put in its output, and the one line each gets in api mode.
+UNTRUSTED_OUTPUTS = {
+    "FIFO": ("mkfifo pipe", r"pipe is a device or FIFO$"),
+    "escaping symlink": ("ln -s ../../.. up", r"symlink up points outside$"),
+    "absolute symlink": ("ln -s /etc/passwd passwd", r"symlink passwd points outside$"),
+    "larger than maxSize": (
+        "head -c 3000000 /dev/zero > big",
+        r"the build output is \d+ bytes, more than transfer\.maxSize \(2097152 bytes\)$",
+    ),
+}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("command", "problem"), UNTRUSTED_OUTPUTS.values(), ids=UNTRUSTED_OUTPUTS.keys()
+)
+def test_untrusted_build_output_is_refused_and_nothing_is_left(
+    testbed: Testbed, admin: Client, namespace: str, tmp_path: Path, command: str, problem: str
+) -> None:
+    """npm runs the package's postinstall script in the builder pod, in the output directory;
+    what comes back is unpacked only if the peer could keep it, and the pod checks the bound
+    before sending."""
+    builder = api_builder(
+        testbed, admin, namespace, tmp_path, transfer={"mode": "api", "maxSize": "2Mi"}
+    )
+    scene = Scene(builder, admin, namespace, tmp_path)
+    package = {"name": "bad-input", "version": "1.0.0", "private": True}
+    source, metadata, output = node_package(
+        tmp_path, package={**package, "scripts": {"postinstall": command}}
+    )
+    line = scene.refused(f"api: {command}", "build", [source, metadata, output], problem)
+    assert re.search(r"error: .*build output (of|from) pod ", line), line

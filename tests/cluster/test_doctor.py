@@ -105,9 +105,23 @@ def test_everything_passes_for_the_builder_set_up_as_documented(
     assert report.returncode == 0, report.stdout
     assert report.failed() == []
     assert f"system:serviceaccount:{namespace}:k8scc" in report.detail("api")
-    assert f"all {len(PERMISSIONS)} granted" in report.detail("permissions")
+    volume_mode = [p for p in PERMISSIONS if p[1] != "pods/exec"]
+    assert f"all {len(volume_mode)} granted" in report.detail("permissions")
     assert "7 pods and the TLS Secret admitted" in report.detail("admission")
     assert str(builder.transfer) in report.detail("transfer")
+
+
+def test_everything_passes_in_transfer_mode_api_with_no_volume(
+    builder: Builder, tmp_path: Path
+) -> None:
+    """The stream permissions are checked too; the volume is not looked for."""
+    missing = tmp_path / "no-volume"
+    api = with_config(builder, tmp_path, transfer={"mode": "api", "mountPath": str(missing)})
+    report = doctor("--config", api)
+    assert report.returncode == 0, report.stdout
+    assert f"all {len(PERMISSIONS)} granted" in report.detail("permissions")
+    assert "7 pods and the TLS Secret admitted" in report.detail("admission")
+    assert report.detail("transfer").startswith("mode api: no volume")
 
 
 def test_the_configuration_is_also_found_through_k8scc_cfgfile(builder: Builder) -> None:
@@ -160,13 +174,16 @@ def test_each_missing_permission_is_named(
         if verbs:
             rules.append({**rule, "verbs": verbs})
     apply_rbac(testbed.control_plane, namespace, rules)
-    builder = make_builder(testbed, namespace, volume_dir, tmp_path)
+    # Streams are what transfer mode api needs; the volume mode never asks for them.
+    settings = {"transfer": {"mode": "api"}} if resource == "pods/exec" else {}
+    builder = make_builder(testbed, namespace, volume_dir, tmp_path, settings)
     report = doctor("--builder-dir", builder.directory)
     assert report.returncode == 1
     assert report.status("permissions") == "FAIL"
     assert report.detail("permissions").endswith(f"missing: {verb} {resource}")
     # Creating is what admission is asked about, so only a missing create fails it too.
-    expected = ["permissions", "admission"] if verb == "create" else ["permissions"]
+    admitted = verb == "create" and resource in ("pods", "secrets")
+    expected = ["permissions", "admission"] if admitted else ["permissions"]
     assert report.failed() == expected
 
 

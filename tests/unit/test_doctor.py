@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from k8scc import config, doctor, names
-from k8scc.doctor import PERMISSIONS, Result
+from k8scc.doctor import PERMISSIONS, STREAM_PERMISSIONS, Result
 from tests.unit.helpers import is_dns_label, restricted_violations
 
 pytestmark = pytest.mark.unit
@@ -23,8 +23,15 @@ def role_rules() -> list[dict[str, object]]:
 
 
 def test_the_permissions_doctor_checks_are_exactly_what_the_role_grants() -> None:
-    assert len(set(PERMISSIONS)) == len(PERMISSIONS)
-    assert doctor.role_permissions(role_rules()) == set(PERMISSIONS)
+    every = PERMISSIONS + STREAM_PERMISSIONS
+    assert len(set(every)) == len(every)
+    assert doctor.role_permissions(role_rules()) == set(every)
+
+
+def test_streams_are_checked_only_in_the_mode_that_uses_them() -> None:
+    assert doctor.needed_permissions(config.parse("")) == PERMISSIONS
+    api = config.parse("transfer: {mode: api}")
+    assert doctor.needed_permissions(api) == PERMISSIONS + STREAM_PERMISSIONS
 
 
 def test_role_permissions_expands_rules_and_ignores_other_api_groups() -> None:
@@ -121,6 +128,14 @@ def test_transfer_check(tmp_path: Path) -> None:
     assert check(tmp_path / "missing").detail.endswith("does not exist")
     (tmp_path / "file").write_text("")
     assert check(tmp_path / "file").detail.endswith("is not a directory")
+
+
+def test_transfer_check_in_mode_api_needs_no_mount(tmp_path: Path) -> None:
+    api = config.parse(f"transfer: {{mode: api, maxSize: 1Mi, mountPath: {tmp_path / 'none'}}}")
+    result = doctor.check_transfer(api)
+    assert result == Result(
+        "transfer", True, "mode api: no volume, streams of at most 1048576 bytes"
+    )
 
 
 def test_images_check_needs_an_enabled_platform() -> None:
