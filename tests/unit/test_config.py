@@ -68,6 +68,7 @@ def test_other_defaults() -> None:
     assert c.owner_references is True
     assert c.transfer_claim == "k8scc-transfer"
     assert c.transfer_mount_path == Path("/var/lib/k8scc/transfer")
+    assert (c.transfer_mode, c.transfer_max_bytes) == ("volume", 2 * 1024**3)
     assert c.build_env == {}
     assert c.builder_resources == config.Resources({}, {})
     assert c.chaincode_resources == config.Resources({}, {})
@@ -121,6 +122,8 @@ def test_every_field_can_be_set() -> None:
           podName: peer0-0
           ownerReferences: false
         transfer:
+          mode: api
+          maxSize: 500Mi
           claimName: cc-transfer
           mountPath: /transfer
         platforms:
@@ -162,6 +165,7 @@ def test_every_field_can_be_set() -> None:
     assert c.fabric_version == "2.5"
     assert (c.peer_id, c.peer_pod_name, c.owner_references) == ("peer0.org1", "peer0-0", False)
     assert (c.transfer_claim, c.transfer_mount_path) == ("cc-transfer", Path("/transfer"))
+    assert (c.transfer_mode, c.transfer_max_bytes) == ("api", 500 * 1024**2)
     golang = c.platforms["golang"]
     assert golang.build_image == "registry.local/ccenv:2.5.16"
     assert golang.run_image == "registry.local/baseos:2.5.16"
@@ -349,6 +353,9 @@ INVALID: list[tuple[str, str]] = [
     ("kubernetesServer: http://api:6443", "kubernetesServer: must be an https:// URL"),
     ("transfer:\n  mountPath: relative/dir", "transfer.mountPath: must be an absolute path"),
     ("transfer:\n  claimName: Transfer", "transfer.claimName"),
+    ("transfer:\n  mode: exec", "transfer.mode: must be volume or api"),
+    ("transfer:\n  maxSize: lots", "transfer.maxSize: invalid size 'lots'"),
+    ("transfer:\n  maxSize: 0", "transfer.maxSize"),
     ("peer:\n  podName: peer 0", "peer.podName"),
     ("pod:\n  serviceAccountName: cc_sa", "pod.serviceAccountName"),
     ("platforms:\n  golang:\n    buildImage: 'ccenv 3.1'", "platforms.golang.buildImage: invalid"),
@@ -445,7 +452,7 @@ def test_load_of_an_unreadable_path(tmp_path: Path) -> None:
 KNOWN: dict[str, set[str]] = {
     "": set(config._TOP),
     "peer": {"id", "podName", "ownerReferences"},
-    "transfer": {"claimName", "mountPath"},
+    "transfer": {"mode", "claimName", "mountPath", "maxSize"},
     "platforms": {"golang", "node", "java"},
     "platforms.golang": {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"},
     "platforms.java": {"buildImage", "runImage", "buildEnv", "runAsUser", "runAsGroup"},

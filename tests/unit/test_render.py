@@ -603,3 +603,78 @@ def test_owner_references_only_with_an_owner(plain: Config, tls: PeerTls) -> Non
     unowned = [builder(plain, "golang"), chaincode_pod(plain, "golang", tls), secret(plain, tls)]
     for manifest in unowned:
         assert "ownerReferences" not in manifest["metadata"]
+
+
+# --- transfer.mode api --------------------------------------------------------------------------
+
+API = "transfer: {mode: api}\n"
+
+
+def containers_named(pod: dict[str, Any], key: str = "containers") -> dict[str, dict[str, Any]]:
+    return {box["name"]: box for box in pod["spec"].get(key) or []}
+
+
+@pytest.mark.parametrize("name", NON_ROOT_BY_DEFAULT)
+@pytest.mark.parametrize("kind", ["builder", "chaincode", "chaincode-no-tls"])
+def test_api_mode_pods_pass_podsecurity_restricted(tls: PeerTls, name: str, kind: str) -> None:
+    """The receive and hold containers are held to the same rules as the pod's own."""
+    pod = some_pod(configuration.parse(API), name, kind, tls)
+    assert restricted_violations(pod) == []
+    assert "receive" in containers_named(pod, "initContainers")
+
+
+@pytest.mark.parametrize("name", PLATFORM_NAMES)
+def test_api_mode_builder_holds_its_files_in_an_emptydir(name: str) -> None:
+    """No claim anywhere: a receive init container and a hold container share the emptyDir
+    with the build, in the build's image, and mount it where the stream scripts expect it."""
+    config = configuration.parse(API)
+    pod = builder(config, name)
+    volumes = volumes_of(pod)
+    assert volumes["transfer"] == {"name": "transfer", "emptyDir": {}}
+    assert not any("persistentVolumeClaim" in volume for volume in volumes.values())
+    boxes = containers_named(pod)
+    assert list(boxes) == ["build", "hold"]
+    mounts = {mount["mountPath"]: mount for mount in boxes["build"]["volumeMounts"]}
+    assert mounts["/chaincode/input"] == {
+        "name": "transfer",
+        "mountPath": "/chaincode/input",
+        "subPath": "input",
+        "readOnly": True,
+    }
+    assert mounts["/chaincode/output"] == {
+        "name": "transfer",
+        "mountPath": "/chaincode/output",
+        "subPath": "output",
+    }
+    image = config.platforms[name].build_image
+    [receive] = pod["spec"]["initContainers"]
+    hold = boxes["hold"]
+    for box in (receive, hold):
+        assert box["image"] == image
+        assert box["volumeMounts"] == [{"name": "transfer", "mountPath": "/k8scc"}]
+        assert box["securityContext"]["readOnlyRootFilesystem"] is True
+    # The init container gives up after timeouts.start, so a pod no one feeds ends.
+    assert receive["command"][-1] == str(int(config.start_timeout))
+
+
+@pytest.mark.parametrize("name", PLATFORM_NAMES)
+def test_api_mode_chaincode_pod_reads_its_files_from_the_emptydir(tls: PeerTls, name: str) -> None:
+    config = configuration.parse(API)
+    platform = PLATFORMS[name]
+    pod = chaincode_pod(config, name, tls)
+    assert volumes_of(pod)["transfer"] == {"name": "transfer", "emptyDir": {}}
+    assert mounts_of(pod)[platform.output_dir] == {
+        "name": "transfer",
+        "mountPath": platform.output_dir,
+        "subPath": "input",
+        "readOnly": True,
+    }
+    [receive] = pod["spec"]["initContainers"]
+    assert receive["name"] == "receive"
+    assert receive["image"] == config.platforms[name].run_image
+    assert list(containers_named(pod)) == ["chaincode"]
+
+
+def test_volume_mode_pods_have_no_init_containers(plain: Config, tls: PeerTls) -> None:
+    for pod in all_pods(plain, tls):
+        assert "initContainers" not in pod["spec"]
