@@ -409,8 +409,7 @@ class Kube:
         opened = self._call(f"cannot open a stream into pod {name}", attempt)
         assert opened is not None  # nothing is tolerated
         sock, protocol = opened
-        sock.settimeout(read_seconds)
-        stream = WebSocket(sock)
+        stream = WebSocket(sock, read_seconds)
         try:
             return podexec.converse(stream, protocol, stdin, on_stdout)
         except WebSocketError as error:

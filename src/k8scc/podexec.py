@@ -7,8 +7,7 @@ status channel."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -46,14 +45,11 @@ def exit_of(status: object) -> tuple[int, str]:
     return -1, message
 
 
-def _feed(stream: WebSocket, stdin: BinaryIO, can_close: bool, failed: list[BaseException]) -> None:
-    try:
-        while chunk := stdin.read(CHUNK):
-            stream.send(bytes([STDIN]) + chunk)
-        if can_close:
-            stream.send(bytes([CLOSE_STREAM, STDIN]))
-    except BaseException as error:  # reported by the reader, which owns the stream
-        failed.append(error)
+def _stdin_messages(stdin: BinaryIO, can_close: bool) -> Iterator[bytes]:
+    while chunk := stdin.read(CHUNK):
+        yield bytes([STDIN]) + chunk
+    if can_close:
+        yield bytes([CLOSE_STREAM, STDIN])
 
 
 def converse(
@@ -62,34 +58,23 @@ def converse(
     stdin: BinaryIO | None,
     on_stdout: Callable[[bytes], None],
 ) -> Exited:
-    """Feeds `stdin` (in a thread, so a command that prints while it reads never blocks on
-    us) and reads the stream until the status arrives."""
-    failed: list[BaseException] = []
-    feeder = None
+    """Feeds `stdin` while it reads the stream (so a command that prints while it reads never
+    waits on us), until the status arrives."""
     if stdin is not None:
-        can_close = protocol.startswith("v5.")
-        feeder = threading.Thread(target=_feed, args=(stream, stdin, can_close, failed))
-        feeder.daemon = True
-        feeder.start()
+        stream.send_from(_stdin_messages(stdin, can_close=protocol.startswith("v5.")))
     stderr = bytearray()
-    try:
-        while (message := stream.receive()) is not None:
-            if not message:
-                continue
-            channel, data = message[0], message[1:]
-            if channel == STDOUT:
-                on_stdout(data)
-            elif channel == STDERR:
-                stderr += data[: MAX_STDERR - len(stderr)]
-            elif channel == STATUS:
-                try:
-                    code, text = exit_of(json.loads(data))
-                except ValueError:
-                    code, text = -1, "the status channel carried no Status"
-                return Exited(code, text, stderr.decode(errors="replace"))
-    finally:
-        if feeder is not None:
-            feeder.join(timeout=1)
-    if failed:
-        raise WebSocketError(f"sending to the command failed: {failed[0]}")
+    while (message := stream.receive()) is not None:
+        if not message:
+            continue
+        channel, data = message[0], message[1:]
+        if channel == STDOUT:
+            on_stdout(data)
+        elif channel == STDERR:
+            stderr += data[: MAX_STDERR - len(stderr)]
+        elif channel == STATUS:
+            try:
+                code, text = exit_of(json.loads(data))
+            except ValueError:
+                code, text = -1, "the status channel carried no Status"
+            return Exited(code, text, stderr.decode(errors="replace"))
     raise WebSocketError("the stream ended before the command's exit status")

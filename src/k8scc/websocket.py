@@ -1,14 +1,21 @@
 """WebSocket frames (RFC 6455) on a socket that transport.Http.upgrade() opened: what the
 exec streams of the Kubernetes API travel in. A client's frames are masked; pings are answered;
-a message split over continuation frames is joined, up to a bound."""
+a message split over continuation frames is joined, up to a bound.
+
+One thread drives the socket, reading and writing as it becomes ready: OpenSSL forbids using
+one TLS connection from two threads at once, and the API server drops a stream that a
+concurrent read and write damaged (a command fed from a thread then lost its output and
+exit status, a few times in a hundred)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
+import ssl
 import struct
-import threading
+from collections.abc import Iterator
 
 from k8scc.errors import K8sccError
 
@@ -16,70 +23,152 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 # The API server sends what a command prints in frames of a few KiB; a message this large is
 # not one of them.
 MAX_MESSAGE = 16 * 1024 * 1024
+# Bytes handed to one send or taken by one receive: what a socket moves at once.
+SEND_BYTES = RECEIVE_BYTES = 256 * 1024
+# Once the stream is done, this long to hand the server what is still queued.
+FLUSH_SECONDS = 2.0
+_NOT_READY = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class WebSocketError(K8sccError):
     """The stream broke, or the server sent what RFC 6455 does not allow."""
 
 
+def _frame(payload: bytes, opcode: int) -> bytes:
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    return head + mask + _masked(payload, mask)
+
+
 class WebSocket:
-    def __init__(self, sock: socket.socket) -> None:
+    """The client's end. `idle_seconds`: how long the stream may neither take nor give a
+    byte before it counts as dead."""
+
+    def __init__(self, sock: socket.socket, idle_seconds: float) -> None:
+        sock.setblocking(False)
         self.sock = sock
-        self._pending = bytearray()
-        self._sending = threading.Lock()
+        self.idle_seconds = idle_seconds
         self.closed = False
+        self._incoming = bytearray()
+        # A TLS write that could not finish is repeated with the same bytes: `_writing`
+        # holds them apart from the frames queued behind.
+        self._writing = b""
+        self._outgoing = bytearray()
+        self._source: Iterator[bytes] | None = None
 
     def send(self, payload: bytes, opcode: int = BINARY) -> None:
-        """One whole frame; safe from two threads (one sending data, one answering pings)."""
-        mask = os.urandom(4)
-        length = len(payload)
-        if length < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-        elif length < 1 << 16:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-        with self._sending:
-            self.sock.sendall(head + mask + _masked(payload, mask))
+        """Queues one whole frame; it leaves while receive() waits, or at close()."""
+        self._outgoing += _frame(payload, opcode)
 
-    def _exactly(self, size: int) -> bytes:
-        while len(self._pending) < size:
-            chunk = self.sock.recv(max(65536, size - len(self._pending)))
-            if not chunk:
+    def send_from(self, messages: Iterator[bytes]) -> None:
+        """Sends each message of `messages` in turn, taking the next only once the socket has
+        taken most of those before: a large input never sits in memory whole."""
+        self._source = messages
+
+    def _fill(self) -> None:
+        while self._source is not None and len(self._outgoing) < SEND_BYTES:
+            message = next(self._source, None)
+            if message is None:
+                self._source = None
+            else:
+                self.send(message)
+
+    def _pump(self) -> None:
+        """Waits until the socket can move bytes, then reads what arrived and writes what it
+        takes."""
+        self._fill()
+        sending = bool(self._writing or self._outgoing)
+        buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        events = select.POLLIN
+        if not buffered:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN | (select.POLLOUT if sending else 0))
+            ready = poller.poll(self.idle_seconds * 1000)
+            if not ready:
+                raise WebSocketError(f"nothing moved on the stream for {self.idle_seconds:g} s")
+            events = ready[0][1]
+        # A hang-up or an error is read: as the end of the stream, or as the error itself.
+        if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+            self._read()
+        if events & select.POLLOUT:
+            self._write()
+
+    def _read(self) -> None:
+        try:
+            chunk = self.sock.recv(RECEIVE_BYTES)
+        except _NOT_READY:
+            return
+        if not chunk:
+            if self._incoming:
                 raise WebSocketError("the stream ended in the middle of a frame")
-            self._pending += chunk
-        data = bytes(self._pending[:size])
-        del self._pending[:size]
-        return data
+            raise WebSocketError("the server ended the stream without closing it")
+        self._incoming += chunk
 
-    def _frame(self) -> tuple[bool, int, bytes]:
-        first, second = self._exactly(2)
-        length = second & 0x7F
+    def _write(self) -> None:
+        if not self._writing:
+            self._writing = bytes(self._outgoing[:SEND_BYTES])
+            del self._outgoing[:SEND_BYTES]
+        try:
+            sent = self.sock.send(self._writing)
+        except _NOT_READY:
+            return
+        self._writing = self._writing[sent:]
+
+    def _parse(self) -> tuple[bool, int, bytes] | None:
+        """The next whole frame among the bytes received, or None until it has all arrived."""
+        data = self._incoming
+        if len(data) < 2:
+            return None
+        first, second = data[0], data[1]
+        length, start = second & 0x7F, 2
         if length == 126:
-            (length,) = struct.unpack("!H", self._exactly(2))
+            if len(data) < 4:
+                return None
+            (length,), start = struct.unpack_from("!H", data, 2), 4
         elif length == 127:
-            (length,) = struct.unpack("!Q", self._exactly(8))
+            if len(data) < 10:
+                return None
+            (length,), start = struct.unpack_from("!Q", data, 2), 10
         if length > MAX_MESSAGE:
             raise WebSocketError(f"a frame of {length} bytes is more than a stream carries")
-        mask = self._exactly(4) if second & 0x80 else b""
-        payload = self._exactly(length)
-        return bool(first & 0x80), first & 0x0F, _masked(payload, mask) if mask else payload
+        if second & 0x80:
+            raise WebSocketError("the server sent a masked frame, which RFC 6455 forbids")
+        end = start + length
+        if len(data) < end:
+            return None
+        payload = bytes(data[start:end])
+        del data[:end]
+        return bool(first & 0x80), first & 0x0F, payload
 
-    def receive(self) -> bytes | None:
-        """The next data message, or None once the server has closed the stream."""
-        message = b""
-        while True:
+    def _next_frame(self) -> tuple[bool, int, bytes]:
+        while (frame := self._parse()) is None:
             try:
-                final, opcode, payload = self._frame()
+                self._pump()
             except OSError as error:
                 raise WebSocketError(f"the stream broke: {error}") from None
+        return frame
+
+    def receive(self) -> bytes | None:
+        """The next data message, or None once the server has closed the stream. What is
+        queued to send goes out meanwhile."""
+        message = b""
+        while True:
+            final, opcode, payload = self._next_frame()
             if opcode == PING:
                 self.send(payload, PONG)
                 continue
             if opcode == PONG:
                 continue
             if opcode == CLOSE:
-                self._close_back(payload)
+                if not self.closed:
+                    self.closed = True
+                    self.send(payload[:2], CLOSE)
                 return None
             if opcode not in (CONTINUATION, TEXT, BINARY):
                 raise WebSocketError(f"unknown WebSocket opcode {opcode}")
@@ -89,15 +178,15 @@ class WebSocket:
             if final:
                 return message
 
-    def _close_back(self, payload: bytes) -> None:
+    def close(self) -> None:
+        """Says goodbye (unless the server did first), hands over what is queued, within
+        FLUSH_SECONDS, and closes the socket. The server may be gone; nothing is lost."""
         if not self.closed:
             self.closed = True
-            # The server may have gone already; nothing is lost.
-            with contextlib.suppress(OSError):
-                self.send(payload[:2], CLOSE)
-
-    def close(self) -> None:
-        self._close_back(struct.pack("!H", 1000))
+            self.send(struct.pack("!H", 1000), CLOSE)
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(FLUSH_SECONDS)
+            self.sock.sendall(self._writing + self._outgoing)
         self.sock.close()
 
 
