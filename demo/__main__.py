@@ -1,6 +1,7 @@
 """`make demo`: start the test bed (a real kubelet and containerd) and a Fabric 3.1 network
-whose peer runs in a pod deployed from deploy/, with k8scc inside it; deploy the Go sample,
-invoke and query it, and show what ran where. `--keep` leaves it all running."""
+whose peer runs in a pod deployed from deploy/, with k8scc inside it and its pods in a
+chaincode namespace, files moving through the API; deploy the Go sample, invoke and query it,
+and show what ran where. `--keep` leaves it all running."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from testbed import binaries, realnode
 from testbed.cluster import Testbed
 from testbed.fabric import FabricNetwork
 from testbed.k8scc_setup import REPO
-from testbed.peer_pod import POD, pod_network
+from testbed.peer_pod import POD, PeerPod, pod_network
 
 NAMESPACE = "fabric"
 SAMPLE = REPO / "samples" / "chaincode" / "go"
@@ -40,13 +41,22 @@ def pods_of(log: str, kind: str) -> list[str]:
     return sorted(set(re.findall(rf"pod=({kind}-[a-z0-9-]+)", log)))
 
 
+def chaincode_namespace(network: FabricNetwork) -> str:
+    assert isinstance(network.peer_launcher, PeerPod)
+    return network.peer_launcher.chaincode_namespace
+
+
 def report(network: FabricNetwork, timings: dict[str, float], results: dict[str, str]) -> None:
     log = network.peer_log()
     say()
     say("k8scc demo — what ran where")
     say(f"  Fabric {network.version} peer: pod {POD} at {network.peer_address}, from deploy/base")
     say(f"  Fabric orderer: a native process on the node address {realnode.NODE_IP}")
-    say(f"  Kubernetes namespace {NAMESPACE!r} (PodSecurity restricted), as ServiceAccount k8scc")
+    say(f"  namespace {NAMESPACE!r}: the peer and its Secrets (PodSecurity restricted)")
+    say(
+        f"  namespace {chaincode_namespace(network)!r}: k8scc's pods only, created as the"
+        " peer's ServiceAccount k8scc, files streamed through the API (no shared volume)"
+    )
     for name in pods_of(log, "ccbuild"):
         say(f"  builder pod   {name}  (ran Fabric's Go build, then was deleted)")
     for name in pods_of(log, "cc"):
@@ -80,7 +90,7 @@ def explore(testbed: Testbed, network: FabricNetwork) -> None:
     say()
     say("Left running. To explore:")
     say(f"  export KUBECONFIG={testbed.control_plane.admin_kubeconfig}")
-    say(f"  kubectl -n {NAMESPACE} get pods   # any kubectl works against the test bed")
+    say(f"  kubectl -n {chaincode_namespace(network)} get pods   # any kubectl works here")
     say(f"  export PATH={network.bin_dir}:$PATH {exports}")
     say(f'  peer chaincode query -C {network.channel} -n basic -c \'{{"Args":["GetAllAssets"]}}\'')
     say(f"  kubectl -n {NAMESPACE} logs {POD}   # the peer's log, k8scc's lines among it")
@@ -135,7 +145,8 @@ def main() -> None:
         results["query"] = json.dumps(json.loads(network.query("basic", ["ReadAsset", "asset1"])))
         timings["query"] = time.monotonic() - started
         client = control_plane.client()
-        running = [p.metadata.name for p in client.list(Pod, namespace=NAMESPACE) if p.metadata]
+        pods = client.list(Pod, namespace=chaincode_namespace(network))
+        running = [p for p in pods if p.status and p.status.phase == "Running"]
         client.close()
         if not running:
             raise RuntimeError("no chaincode pod is running")

@@ -1,7 +1,7 @@
-"""k8scc set up against the test bed exactly as an operator would: the ServiceAccount and Role
-of deploy/base/rbac.yaml, an in-cluster credentials directory, a builder directory written by
-`k8scc install-builder` with its k8scc.yaml beside bin/, and a Fabric peer whose core.yaml
-lists that directory as an external builder."""
+"""k8scc set up against the test bed exactly as an operator would: the ServiceAccount of
+deploy/base and the Role of deploy/chaincode, an in-cluster credentials directory, a builder
+directory written by `k8scc install-builder` with its k8scc.yaml beside bin/, and a Fabric peer
+whose core.yaml lists that directory as an external builder."""
 
 from __future__ import annotations
 
@@ -17,15 +17,23 @@ from testbed.cluster import Testbed
 from testbed.fabric import PEER_ID, FabricNetwork
 
 REPO = Path(__file__).resolve().parent.parent
-RBAC = REPO / "deploy" / "base" / "rbac.yaml"
+ACCOUNT_FILE = REPO / "deploy" / "base" / "serviceaccount.yaml"
+RBAC = REPO / "deploy" / "chaincode" / "rbac.yaml"
 ACCOUNT = "k8scc"
 
 
 def rbac_documents(rules: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The manifest's objects; `rules`, when given, replaces the Role's rules."""
-    documents = list(yaml.safe_load_all(RBAC.read_text()))
-    if rules is not None:
-        documents = [{**d, "rules": rules} if d["kind"] == "Role" else d for d in documents]
+    """The ServiceAccount, Role and RoleBinding of the manifests, for one namespace: the
+    binding's subject is the account in the binding's own namespace. `rules`, when given,
+    replaces the Role's rules."""
+    documents = [yaml.safe_load(ACCOUNT_FILE.read_text())]
+    for document in yaml.safe_load_all(RBAC.read_text()):
+        if document["kind"] == "Role" and rules is not None:
+            document["rules"] = rules
+        if document["kind"] == "RoleBinding":
+            for subject in document["subjects"]:
+                del subject["namespace"]
+        documents.append(document)
     return documents
 
 

@@ -1,8 +1,10 @@
-"""A Fabric peer in a pod of the real node, deployed as an operator would: deploy/base through
-an overlay of its own (namespace, the peer image's release tag, k8scc's configuration), applied
-server-side with kubectl, and the identity Secret made from the network's crypto material as
-docs/install.md shows. The peer acts as its pod's ServiceAccount (in-cluster credentials),
-owns the pods k8scc creates, and its chaincode reaches it at its pod address by DNS name.
+"""A Fabric peer in a pod of the real node, deployed as an operator would: deploy/base and
+deploy/chaincode through an overlay of its own (the peer's namespace and a chaincode namespace,
+the peer image's release tag, k8scc's configuration), applied server-side with kubectl, and the
+identity Secret made from the network's crypto material as docs/install.md shows. The peer acts
+as its pod's ServiceAccount (in-cluster credentials), k8scc moves files through the API (no
+shared volume) into pods of the chaincode namespace, and chaincode reaches the peer at its pod
+address by DNS name.
 
 The test bed has no kube-proxy, so the Service address of the API server routes nowhere; the
 overlay points KUBERNETES_SERVICE_HOST/PORT at the node's relay to it (testbed.relay), which is
@@ -22,43 +24,58 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from lightkube import ApiError
 from lightkube.resources.apps_v1 import StatefulSet
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Namespace, Pod
 
 from testbed import binaries, fabric, peer_image, realnode
 
 if TYPE_CHECKING:
     from testbed.cluster import Testbed
 
-BASE = Path(__file__).resolve().parent.parent / "deploy" / "base"
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 POD = "fabric-peer-0"
 SERVICE = "fabric-peer"
-TRANSFER_CLAIM = "k8scc-transfer"
-TRANSFER_MOUNT = "/var/lib/k8scc/transfer"
 PEER_PORT = 7051
+
+
+def chaincode_namespace(testbed: Testbed, peer_namespace: str) -> str:
+    """The namespace of k8scc's pods beside the peer's, created with its PodSecurity level."""
+    name = f"{peer_namespace[:50]}-cc"
+    client = testbed.control_plane.client()
+    try:
+        labels = client.get(Namespace, peer_namespace).metadata.labels or {}  # type: ignore[union-attr]
+    finally:
+        client.close()
+    testbed.control_plane.create_namespace(name, labels["pod-security.kubernetes.io/enforce"])
+    return name
 
 
 class PeerPod:
     tls_names: tuple[str, ...] = (f"{POD}.{SERVICE}", "localhost")
 
     def __init__(
-        self, testbed: Testbed, namespace: str, workdir: Path, k8scc: dict[str, Any]
+        self,
+        testbed: Testbed,
+        namespace: str,
+        chaincode_namespace: str,
+        workdir: Path,
+        k8scc: dict[str, Any],
     ) -> None:
-        """`k8scc`: settings added to the overlay's k8scc.yaml (which names the transfer
-        claim and mount path of deploy/base)."""
+        """`k8scc`: settings added to the overlay's k8scc.yaml."""
         self.testbed = testbed
         self.namespace = namespace
+        self.chaincode_namespace = chaincode_namespace
         self.workdir = workdir
         self.k8scc = k8scc
         self.overlay = workdir / "overlay"
 
     def start(self, network: fabric.FabricNetwork, timeout: float) -> str:
-        plane = self.testbed.control_plane
-        for claim, size in ((TRANSFER_CLAIM, "5Gi"), (f"ledger-{POD}", "10Gi")):
-            directory = self.workdir / "volumes" / claim
-            directory.mkdir(parents=True)
-            # hostPath volumes take no fsGroup: writable by the peer's user and k8scc's pods.
-            directory.chmod(0o777)
-            plane.create_local_volume(self.namespace, claim, directory, size)
+        ledger = self.workdir / "volumes" / "ledger"
+        ledger.mkdir(parents=True)
+        # A hostPath volume takes no fsGroup: writable by the peer's user.
+        ledger.chmod(0o777)
+        self.testbed.control_plane.create_local_volume(
+            self.namespace, f"ledger-{POD}", ledger, "10Gi"
+        )
         self._create_identity(network)
         self._write_overlay(network)
         self._kubectl("apply", "--server-side", "-k", str(self.overlay))
@@ -101,15 +118,20 @@ class PeerPod:
         )
 
     def _write_overlay(self, network: fabric.FabricNetwork) -> None:
-        self.overlay.mkdir(parents=True)
+        """Like deploy/overlays/example: the top directory names the two, peer/ and
+        chaincode/ each set their namespace."""
+        peer, chaincode = self.overlay / "peer", self.overlay / "chaincode"
+        peer.mkdir(parents=True)
+        chaincode.mkdir()
         relay = self.testbed.real_node.api_relay
         assert relay is not None, "the node is not running"
         settings = {
             "fabricVersion": network.version,
-            "transfer": {"claimName": TRANSFER_CLAIM, "mountPath": TRANSFER_MOUNT},
+            "namespace": self.chaincode_namespace,
+            "transfer": {"mode": "api"},
             **self.k8scc,
         }
-        (self.overlay / "k8scc.yaml").write_text(yaml.safe_dump(settings))
+        (peer / "k8scc.yaml").write_text(yaml.safe_dump(settings))
         env = {
             "KUBERNETES_SERVICE_HOST": realnode.NODE_IP,
             "KUBERNETES_SERVICE_PORT": str(relay.port),
@@ -135,18 +157,33 @@ class PeerPod:
             },
         }
         _, _, image_tag = peer_image.tag(network.version).partition(":")
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "namespace": self.namespace,
-            "resources": [os.path.relpath(BASE, self.overlay)],
-            "images": [{"name": peer_image.REPOSITORY, "newTag": image_tag}],
-            "configMapGenerator": [
+        kustomize(
+            peer,
+            namespace=self.namespace,
+            resources=[os.path.relpath(DEPLOY / "base", peer)],
+            images=[{"name": peer_image.REPOSITORY, "newTag": image_tag}],
+            configMapGenerator=[
                 {"name": "k8scc-config", "behavior": "replace", "files": ["k8scc.yaml"]}
             ],
-            "patches": [{"patch": yaml.safe_dump(patch)}],
-        }
-        (self.overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+            patches=[{"patch": yaml.safe_dump(patch)}],
+        )
+
+        # deploy/chaincode names the example's peer namespace twice.
+        def peer_namespace(kind: str, name: str, path: str) -> dict[str, Any]:
+            operation = {"op": "replace", "path": path, "value": self.namespace}
+            return {"target": {"kind": kind, "name": name}, "patch": yaml.safe_dump([operation])}
+
+        selector = "/spec/egress/0/to/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name"
+        kustomize(
+            chaincode,
+            namespace=self.chaincode_namespace,
+            resources=[os.path.relpath(DEPLOY / "chaincode", chaincode)],
+            patches=[
+                peer_namespace("RoleBinding", "k8scc", "/subjects/0/namespace"),
+                peer_namespace("NetworkPolicy", "k8scc-chaincode", selector),
+            ],
+        )
+        kustomize(self.overlay, resources=["peer", "chaincode"])
 
     def _wait_serving(self, timeout: float) -> str:
         """The pod's address, once the peer accepts connections there."""
@@ -207,17 +244,24 @@ class PeerPod:
         return result.stdout
 
 
+def kustomize(directory: Path, **fields: Any) -> None:
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump({**kustomization, **fields}))
+
+
 def pod_network(testbed: Testbed, namespace: str, workdir: Path) -> fabric.FabricNetwork:
-    """A Fabric 3.1 network (not started yet) whose peer runs in a pod of `namespace`, with
-    k8scc's timeouts short enough for tests and builds downloading through the node's proxy."""
+    """A Fabric 3.1 network (not started yet) whose peer runs in a pod of `namespace` and
+    k8scc's pods in its chaincode namespace, with k8scc's timeouts short enough for tests and
+    builds downloading through the node's proxy."""
+    pods = chaincode_namespace(testbed, namespace)
     settings: dict[str, Any] = {
         "timeouts": {"stuck": "10s", "start": "120s"},
-        **testbed.build_settings(namespace),
+        **testbed.build_settings(pods),
     }
     return fabric.FabricNetwork(
         workdir / "fabric",
         "3.1",
         builders=[],
         chaincode_host=testbed.host_address,
-        peer_launcher=PeerPod(testbed, namespace, workdir / "peer", settings),
+        peer_launcher=PeerPod(testbed, namespace, pods, workdir / "peer", settings),
     )

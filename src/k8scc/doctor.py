@@ -23,7 +23,7 @@ from k8scc.metadata import ChaincodeJson
 from k8scc.platforms import FROM_SOURCE, PLATFORMS
 
 # Everything k8scc asks of Kubernetes, as (verb, resource[/subresource]) in the core API group;
-# STREAM_PERMISSIONS only in transfer mode api. deploy/base/rbac.yaml's Role grants exactly
+# STREAM_PERMISSIONS only in transfer mode api. deploy/chaincode/rbac.yaml's Role grants exactly
 # both (a unit test compares them).
 PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("create", "pods"),

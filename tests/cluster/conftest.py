@@ -23,7 +23,7 @@ def builder(
     testbed: Testbed, admin: Client, namespace: str, volume_dir: Path, tmp_path: Path
 ) -> Builder:
     """k8scc installed as a builder directory, acting as the ServiceAccount bound to exactly
-    the Role of deploy/base/rbac.yaml."""
+    the Role of deploy/chaincode/rbac.yaml."""
     apply_rbac(testbed.control_plane, namespace)
     return make_builder(testbed, namespace, volume_dir, tmp_path)
 

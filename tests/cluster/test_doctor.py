@@ -1,5 +1,5 @@
 """`k8scc doctor` against the test bed, run as the peer would run it: a subprocess acting as the
-ServiceAccount bound to deploy/base/rbac.yaml's Role. Every check it reports is made to fail
+ServiceAccount bound to deploy/chaincode/rbac.yaml's Role. Every check it reports is made to fail
 once, for real, and the exit status and table are read as an operator sees them."""
 
 from __future__ import annotations

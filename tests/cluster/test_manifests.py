@@ -1,11 +1,14 @@
 """The manifests under deploy/ are accepted by the API server as they are, build with kustomize,
-apply server-side, and fit together: k8scc's configuration names the claim and mount path the
-peer uses, the NetworkPolicies select the pods k8scc really creates and the peer really runs,
-and the peer's pod template passes PodSecurity restricted."""
+apply server-side, and fit together: the peer's namespace (deploy/base) and the chaincode
+namespace (deploy/chaincode) name each other, k8scc moves files through the API with no claim
+(or, with the transfer-volume component, through the claim its configuration names), the
+NetworkPolicies select the pods k8scc really creates and the peer really runs, and the peer's
+pod template passes PodSecurity restricted."""
 
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -36,8 +39,12 @@ pytestmark = pytest.mark.cluster
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 BASE = DEPLOY / "base"
+CHAINCODE = DEPLOY / "chaincode"
+VOLUME = DEPLOY / "components" / "transfer-volume"
 OVERLAY = DEPLOY / "overlays" / "example"
-OVERLAY_NAMESPACE = "fabric-org1"
+# The namespaces deploy/ names by default, and the example overlay too.
+PEER_NAMESPACE = "fabric-org1"
+CHAINCODE_NAMESPACE = "fabric-org1-chaincode"
 
 KINDS: dict[str, Any] = {
     "ServiceAccount": ServiceAccount,
@@ -49,7 +56,8 @@ KINDS: dict[str, Any] = {
     "StatefulSet": StatefulSet,
     "NetworkPolicy": NetworkPolicy,
 }
-BASE_KINDS = Counter({**dict.fromkeys(KINDS, 1), "NetworkPolicy": 2})
+BASE_KINDS = Counter(["ServiceAccount", "ConfigMap", "Service", "StatefulSet"])
+CHAINCODE_KINDS = Counter(["Role", "RoleBinding", "NetworkPolicy", "NetworkPolicy"])
 
 
 def kubectl(*args: str, kubeconfig: Path | None = None) -> str:
@@ -116,11 +124,15 @@ def admitted(client: Client, pod: dict[str, Any], namespace: str) -> str:
 
 @pytest.fixture(scope="module")
 def built() -> dict[str, list[dict[str, Any]]]:
-    return {"base": kustomize(BASE), "overlay": kustomize(OVERLAY)}
+    return {
+        "base": kustomize(BASE),
+        "chaincode": kustomize(CHAINCODE),
+        "overlay": kustomize(OVERLAY),
+    }
 
 
 def test_network_policies_are_accepted(admin: Client, namespace: str) -> None:
-    documents = list(yaml.safe_load_all((BASE / "networkpolicy.yaml").read_text()))
+    documents = list(yaml.safe_load_all((CHAINCODE / "networkpolicy.yaml").read_text()))
     for document in documents:
         admin.create(load(NetworkPolicy, document), namespace=namespace)
     names_ = {p.metadata.name for p in admin.list(NetworkPolicy, namespace=namespace) if p.metadata}
@@ -135,18 +147,26 @@ def test_kustomize_builds_the_base_and_the_overlay(
 ) -> None:
     base, overlay = built["base"], built["overlay"]
     assert Counter(d["kind"] for d in base) == BASE_KINDS
-    assert Counter(d["kind"] for d in overlay) == BASE_KINDS + Counter({"Namespace": 1})
-    assert all(
-        d["metadata"].get("namespace") == OVERLAY_NAMESPACE
-        for d in overlay
-        if d["kind"] != "Namespace"
+    assert Counter(d["kind"] for d in built["chaincode"]) == CHAINCODE_KINDS
+    assert Counter(d["kind"] for d in overlay) == (
+        BASE_KINDS + CHAINCODE_KINDS + Counter({"Namespace": 2})
     )
-    namespace = one(overlay, "Namespace")
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    placed = {
+        PEER_NAMESPACE: Counter(d["kind"] for d in base),
+        CHAINCODE_NAMESPACE: CHAINCODE_KINDS,
+    }
+    for name, kinds in placed.items():
+        assert (
+            Counter(d["kind"] for d in overlay if d["metadata"].get("namespace") == name) == kinds
+        )
+    namespaces = [d for d in overlay if d["kind"] == "Namespace"]
+    assert {n["metadata"]["name"] for n in namespaces} == set(placed)
+    for namespace in namespaces:
+        labels = namespace["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert peer_container(one(overlay, "StatefulSet"))["image"].endswith(
         "/k8scc-peer:3.1.1-k8scc0.1.0"
     )
-    assert one(overlay, "PersistentVolumeClaim")["spec"]["storageClassName"] == "nfs-client"
     # A changed configuration gets a new ConfigMap name, so the peer pods roll.
     assert (
         one(base, "ConfigMap")["metadata"]["name"] != one(overlay, "ConfigMap")["metadata"]["name"]
@@ -155,7 +175,7 @@ def test_kustomize_builds_the_base_and_the_overlay(
 
 @pytest.mark.parametrize("variant", ["base", "overlay"])
 def test_the_pieces_fit_together(built: dict[str, list[dict[str, Any]]], variant: str) -> None:
-    documents = built[variant]
+    documents = built[variant] + (built["chaincode"] if variant == "base" else [])
     statefulset = one(documents, "StatefulSet")
     pod_spec = statefulset["spec"]["template"]["spec"]
     peer_labels = statefulset["spec"]["template"]["metadata"]["labels"]
@@ -164,27 +184,26 @@ def test_the_pieces_fit_together(built: dict[str, list[dict[str, Any]]], variant
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
 
-    # k8scc's configuration is valid, in-cluster, and mounted where K8SCC_CFGFILE points.
+    # k8scc's configuration is valid, in-cluster, mounted where K8SCC_CFGFILE points, and
+    # sends pods to the chaincode namespace with files through the API: no claim anywhere.
     configmap = one(documents, "ConfigMap")
     settings = config.parse(configmap["data"]["k8scc.yaml"])
-    assert settings.kubeconfig is None and settings.namespace is None
+    assert settings.kubeconfig is None
+    assert (settings.namespace, settings.transfer_mode) == (CHAINCODE_NAMESPACE, "api")
     [config_volume] = [v for v, s in volumes.items() if "configMap" in s]
     assert volumes[config_volume]["configMap"]["name"] == configmap["metadata"]["name"]
     assert variables["K8SCC_CFGFILE"] == f"{mounts[config_volume]}/k8scc.yaml"
+    assert [d for d in documents if d["kind"] == "PersistentVolumeClaim"] == []
+    assert [v for v, s in volumes.items() if "persistentVolumeClaim" in s] == []
 
-    # The transfer claim: ReadWriteMany, named by the config, mounted at its mountPath.
-    claim = one(documents, "PersistentVolumeClaim")
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert claim["metadata"]["name"] == settings.transfer_claim
-    [transfer] = [v for v, s in volumes.items() if "persistentVolumeClaim" in s]
-    assert volumes[transfer]["persistentVolumeClaim"]["claimName"] == settings.transfer_claim
-    assert mounts[transfer] == str(settings.transfer_mount_path)
-
-    # The peer acts as the ServiceAccount the RoleBinding binds to the Role.
+    # The peer acts as the ServiceAccount of its namespace that the RoleBinding of the
+    # chaincode namespace binds to the Role.
     account = one(documents, "ServiceAccount")["metadata"]["name"]
     binding = one(documents, "RoleBinding")
     assert pod_spec["serviceAccountName"] == account
-    assert [s["name"] for s in binding["subjects"]] == [account]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": PEER_NAMESPACE}
+    ]
     assert binding["roleRef"]["name"] == one(documents, "Role")["metadata"]["name"]
     assert one(documents, "Role")["rules"] == rbac_rules()
 
@@ -196,12 +215,16 @@ def test_the_pieces_fit_together(built: dict[str, list[dict[str, Any]]], variant
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["chaincode"] == 7052
     assert 7052 in [p["port"] for p in service["spec"]["ports"]]
+    # The name resolves from the chaincode namespace: it carries the peer's.
     assert variables["CORE_PEER_CHAINCODEADDRESS"] == (
-        f"$(POD_NAME).{service['metadata']['name']}:7052"
+        f"$(POD_NAME).{service['metadata']['name']}.$(POD_NAMESPACE).svc:7052"
     )
     assert variables["CORE_PEER_CHAINCODELISTENADDRESS"] == "0.0.0.0:7052"
     assert variables["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert [e["name"] for e in container["env"]].index("POD_NAME") == 0
+    assert variables["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    order = [e["name"] for e in container["env"]]
+    assert order.index("POD_NAME") < order.index("CORE_PEER_ID")
+    assert order.index("POD_NAMESPACE") < order.index("CORE_PEER_CHAINCODEADDRESS")
 
     # The NetworkPolicies select the labels k8scc really gives its pods (pod.labels included)
     # and let chaincode reach exactly the peer pods of the StatefulSet.
@@ -212,6 +235,9 @@ def test_the_pieces_fit_together(built: dict[str, list[dict[str, Any]]], variant
     assert not selects(policy["podSelector"]["matchLabels"], builder_labels)
     [to_peer] = [rule for rule in policy["egress"] if rule["ports"][0]["port"] == 7052]
     assert selects(to_peer["to"][0]["podSelector"]["matchLabels"], peer_labels)
+    assert to_peer["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": PEER_NAMESPACE
+    }
     builder_policy = one(documents, "NetworkPolicy", "k8scc-builder")["spec"]
     assert selects(builder_policy["podSelector"]["matchLabels"], builder_labels)
     assert not selects(builder_policy["podSelector"]["matchLabels"], chaincode_labels)
@@ -220,8 +246,8 @@ def test_the_pieces_fit_together(built: dict[str, list[dict[str, Any]]], variant
 def check_applied(
     client: Client, documents: list[dict[str, Any]], namespace: str
 ) -> dict[str, Any]:
-    """Every object exists, was written by server-side apply, and the Role is the minimal one;
-    returns the objects by kind."""
+    """Every object exists in `namespace`, was written by server-side apply, and a Role is the
+    minimal one; returns the objects by kind."""
     found: dict[str, Any] = {}
     for document in documents:
         kind = document["kind"]
@@ -236,20 +262,27 @@ def check_applied(
             managers = {(f.manager, f.operation) for f in obj.metadata.managedFields or []}
             assert ("kubectl", "Apply") in managers, (kind, managers)
         found[kind] = obj
-    role = client.get(Role, "k8scc", namespace=namespace).to_dict()
-    assert role["rules"] == rbac_rules()
+    if "Role" in found:
+        assert found["Role"].to_dict()["rules"] == rbac_rules()
     return found
 
 
-def test_the_base_applies_server_side_into_a_namespace(
+def test_the_bases_apply_server_side_into_two_namespaces(
     testbed: Testbed, admin: Client, namespace: str, built: dict[str, list[dict[str, Any]]]
 ) -> None:
     admin_kubeconfig = testbed.control_plane.admin_kubeconfig
+    chaincode_namespace = f"{namespace[:50]}-cc"
+    testbed.control_plane.create_namespace(chaincode_namespace)
     for _ in range(2):  # applying again changes nothing and conflicts with nothing
-        kubectl(
-            "apply", "--server-side", "-k", str(BASE), "-n", namespace, kubeconfig=admin_kubeconfig
-        )
-    check_applied(admin, built["base"], namespace)
+        for directory, target in ((BASE, namespace), (CHAINCODE, chaincode_namespace)):
+            kubectl(
+                "apply", "--server-side", "-k", str(directory), "-n", target,
+                kubeconfig=admin_kubeconfig,
+            )  # fmt: skip
+    assert set(check_applied(admin, built["base"], namespace)) == set(BASE_KINDS)
+    assert set(check_applied(admin, built["chaincode"], chaincode_namespace)) == set(
+        CHAINCODE_KINDS
+    )
 
     # The namespace enforces restricted: the peer's pod is admitted, and the check has teeth.
     pod = pod_from_template(one(built["base"], "StatefulSet"))
@@ -267,21 +300,51 @@ def test_the_overlay_applies_server_side(
     admin_kubeconfig = testbed.control_plane.admin_kubeconfig
     try:
         kubectl("apply", "--server-side", "-k", str(OVERLAY), kubeconfig=admin_kubeconfig)
-        created = admin.get(Namespace, OVERLAY_NAMESPACE).metadata
-        assert created is not None and created.labels is not None
-        assert created.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-        found = check_applied(admin, built["overlay"], OVERLAY_NAMESPACE)
-        assert (found["StatefulSet"].metadata.labels or {})["app.kubernetes.io/part-of"] == (
-            "fabric-org1"
-        )
+        for name in (PEER_NAMESPACE, CHAINCODE_NAMESPACE):
+            created = admin.get(Namespace, name).metadata
+            assert created is not None and created.labels is not None
+            assert created.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+            placed = [d for d in built["overlay"] if d["metadata"].get("namespace") == name]
+            found = check_applied(admin, placed, name)
+            for obj in found.values():
+                assert (obj.metadata.labels or {})["app.kubernetes.io/part-of"] == "fabric-org1"
         pod = pod_from_template(one(built["overlay"], "StatefulSet"))
-        assert admitted(admin, pod, OVERLAY_NAMESPACE) == ""
+        assert admitted(admin, pod, PEER_NAMESPACE) == ""
     finally:
-        kubectl(
-            "delete",
-            "namespace",
-            OVERLAY_NAMESPACE,
-            "--wait=false",
-            "--ignore-not-found",
-            kubeconfig=admin_kubeconfig,
-        )
+        for name in (PEER_NAMESPACE, CHAINCODE_NAMESPACE):
+            kubectl(
+                "delete", "namespace", name, "--wait=false", "--ignore-not-found",
+                kubeconfig=admin_kubeconfig,
+            )  # fmt: skip
+
+
+def test_the_volume_component_mounts_the_claim_its_configuration_names(tmp_path: Path) -> None:
+    """The volume mode as its component's comment tells: deploy/base, the component, and a
+    k8scc.yaml naming the claim and mount path with no namespace."""
+    settings = {
+        "fabricVersion": "3.1",
+        "transfer": {"claimName": "k8scc-transfer", "mountPath": "/var/lib/k8scc/transfer"},
+    }
+    (tmp_path / "k8scc.yaml").write_text(yaml.safe_dump(settings))
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(BASE, tmp_path)],
+        "components": [os.path.relpath(VOLUME, tmp_path)],
+        "configMapGenerator": [
+            {"name": "k8scc-config", "behavior": "replace", "files": ["k8scc.yaml"]}
+        ],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    documents = kustomize(tmp_path)
+    parsed = config.parse(one(documents, "ConfigMap")["data"]["k8scc.yaml"])
+    assert (parsed.namespace, parsed.transfer_mode) == (None, "volume")
+    claim = one(documents, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["metadata"]["name"] == parsed.transfer_claim
+    statefulset = one(documents, "StatefulSet")
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in peer_container(statefulset)["volumeMounts"]}
+    [transfer] = [v for v, spec in volumes.items() if "persistentVolumeClaim" in spec]
+    assert volumes[transfer]["persistentVolumeClaim"]["claimName"] == parsed.transfer_claim
+    assert mounts[transfer] == str(parsed.transfer_mount_path)

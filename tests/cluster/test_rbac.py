@@ -1,4 +1,4 @@
-"""The Role in deploy/base/rbac.yaml is the least k8scc needs: without any one of its
+"""The Role in deploy/chaincode/rbac.yaml is the least k8scc needs: without any one of its
 permissions a step fails with one line naming exactly that permission."""
 
 from __future__ import annotations

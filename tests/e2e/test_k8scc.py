@@ -1,7 +1,7 @@
 """k8scc with a real Fabric peer and orderer: the peer installs, builds, launches and invokes
 chaincode through k8scc configured exactly as a user would (a builder directory written by
 `k8scc install-builder`, its k8scc.yaml beside bin/, the core.yaml externalBuilders entry),
-reaching the test bed in-cluster style as the ServiceAccount bound to deploy/base/rbac.yaml."""
+reaching the test bed in-cluster style as the ServiceAccount bound to deploy/chaincode/rbac.yaml."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from tests.unit.helpers import is_dns_label, restricted_violations
 
 pytestmark = pytest.mark.unit
 
-RBAC = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac.yaml"
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "chaincode" / "rbac.yaml"
 
 
 def role_rules() -> list[dict[str, object]]:

@@ -31,6 +31,8 @@ def test_deploy_names_this_release_of_the_peer_image() -> None:
     [statefulset] = [d for d in documents if d["kind"] == "StatefulSet"]
     [container] = statefulset["spec"]["template"]["spec"]["containers"]
     assert container["image"] == peer_image.tag("3.1")
-    overlay = yaml.safe_load((DEPLOY / "overlays" / "example" / "kustomization.yaml").read_text())
+    overlay = yaml.safe_load(
+        (DEPLOY / "overlays" / "example" / "peer" / "kustomization.yaml").read_text()
+    )
     [image] = overlay["images"]
     assert f"{image['name']}:{image['newTag']}" == peer_image.tag("3.1")
