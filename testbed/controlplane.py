@@ -339,9 +339,9 @@ class ControlPlane:
         self._wait_http(process, f"https://127.0.0.1:{port}/healthz", insecure, timeout)
 
     @staticmethod
-    def _end(process: _Process, timeout: float) -> None:
+    def _end(process: _Process, timeout: float, first: int = signal.SIGTERM) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.popen.pid, signal.SIGTERM)
+            os.killpg(process.popen.pid, first)
         try:
             process.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -350,10 +350,13 @@ class ControlPlane:
             process.popen.wait()
         process.log.close()
 
-    def restart_apiserver(self, down_seconds: float = 2.0, timeout: float = 60.0) -> None:
-        """Stops kube-apiserver, leaves it down a while, and starts it on the same port."""
+    def restart_apiserver(
+        self, down_seconds: float = 2.0, timeout: float = 60.0, stop: int = signal.SIGTERM
+    ) -> None:
+        """Stops kube-apiserver (SIGKILL for `stop` makes it a crash: its streams break at
+        once), leaves it down a while, and starts it on the same port."""
         [apiserver] = [p for p in self._processes if p.name == "kube-apiserver"]
-        self._end(apiserver, timeout=10.0)
+        self._end(apiserver, timeout=10.0, first=stop)
         self._processes.remove(apiserver)
         time.sleep(down_seconds)
         binary = binaries.ensure(binaries.KUBE) / "kube-apiserver"

@@ -4,11 +4,14 @@ PersistentVolumeClaim in the namespace, and nothing is left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform as host_platform
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from k8scc.buildinfo import ARCHITECTURES
 from k8scc.render import ARCH_FILE
 from testbed.cluster import BUILD_CACHE_CLAIM, Testbed
 from testbed.k8scc_setup import rbac_documents
-from tests.cluster.test_bad_input import Scene, node_package
+from tests.cluster.test_bad_input import ERROR_LINE, Scene, node_package
 from tests.cluster.test_steps import BUILT_FILE, launch_and_stop, wait_clean
 from tests.support.builder import (
     Builder,
@@ -208,3 +211,64 @@ def test_untrusted_build_output_is_refused_and_nothing_is_left(
     )
     line = scene.refused(f"api: {command}", "build", [source, metadata, output], problem)
     assert re.search(r"error: .*build output (of|from) pod ", line), line
+
+
+def received_bytes(pid: int) -> int:
+    """How much of the build output `build` has taken so far: the size of the anonymous file
+    it writes what arrives to (the source it sent is closed by then)."""
+    sizes = [0]
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor).endswith(" (deleted)"):
+                sizes.append(descriptor.stat().st_size)
+    return max(sizes)
+
+
+FAULTS: dict[str, Callable[[Testbed, Client, str, str], None]] = {
+    "the builder pod deleted": lambda bed, admin, namespace, pod: admin.delete(
+        Pod, pod, namespace=namespace, grace_period=0
+    ),
+    # A graceful restart let a stream in flight finish (the output came whole and checked);
+    # a crash breaks it.
+    "an API server crash": lambda bed, admin, namespace, pod: crash_apiserver(bed),
+}
+
+
+def crash_apiserver(testbed: Testbed) -> None:
+    testbed.control_plane.restart_apiserver(down_seconds=3, stop=signal.SIGKILL)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_while_the_output_streams_back_fails_the_build_cleanly(
+    testbed: Testbed, admin: Client, namespace: str, tmp_path: Path, fault: str
+) -> None:
+    """The fault strikes once the peer holds part of a 512 MiB output: one error line, a
+    non-zero exit, an empty BUILD_OUTPUT_DIR and nothing left."""
+    builder = api_builder(
+        testbed, admin, namespace, tmp_path, transfer={"mode": "api", "maxSize": "1Gi"}
+    )
+    package = {"name": "big-output", "version": "1.0.0", "private": True}
+    source, metadata, output = node_package(
+        tmp_path,
+        package={**package, "scripts": {"postinstall": "head -c 536870912 /dev/urandom > big"}},
+    )
+    build = builder.start("build", source, metadata, output)
+    try:
+        assert build.wait_for_line("taking the build output", 300), build.stderr
+        [pod] = re.findall(r"taking the build output from pod (\S+)", build.stderr)
+        deadline = time.monotonic() + 120
+        while received_bytes(build.process.pid) < 32 << 20:
+            assert build.process.poll() is None and time.monotonic() < deadline, build.stderr
+            time.sleep(0.02)
+        FAULTS[fault](testbed, admin, namespace, pod)
+        code = build.process.wait(240)
+    finally:
+        build.stop()
+    assert code != 0, build.stderr
+    assert "Traceback" not in build.stderr, build.stderr
+    errors = [line for line in build.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, build.stderr
+    assert ERROR_LINE.match(errors[0]) and f"pod {pod}" in errors[0], errors[0]
+    assert list(output.iterdir()) == []
+    assert wait_clean(admin, namespace, None) == []

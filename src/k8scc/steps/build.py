@@ -19,6 +19,7 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
+from k8scc.steps import Terminated
 from k8scc.steps.teardown import pod_then_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, choose
@@ -115,7 +116,10 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         )
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")
+        log.info(f"taking the build output from pod {name}")
+        taking = time.monotonic()
         transfer.collect_build(name, output / OUTPUT)
+        log.info(f"took the build output in {time.monotonic() - taking:.1f} s")
         machine = _take(output / OUTPUT / render.ARCH_FILE).strip()
         architecture = ARCHITECTURES.get(machine, "")
         if not architecture:
@@ -131,8 +135,13 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         ).write(output)
     except BaseException as error:
         _empty(output)
-        kube.finish_by(time.monotonic() + CLEANUP_SECONDS)
-        cleanup.close(CLEANUP_SECONDS, log, failing=isinstance(error, K8sccError))
+        # After SIGTERM the peer's SIGKILL is 5 s away; a build that failed on its own may
+        # wait out an API server that is restarting, as every request does.
+        seconds = CLEANUP_SECONDS
+        if not isinstance(error, Terminated):
+            seconds += kube.retry_seconds
+        kube.finish_by(time.monotonic() + seconds)
+        cleanup.close(seconds, log, failing=isinstance(error, K8sccError))
         raise
     try:
         # Cleaning up is part of succeeding: a pod that cannot be deleted fails the build.

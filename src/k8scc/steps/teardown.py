@@ -23,7 +23,7 @@ def pod_then_directory(
     def undo(deadline: float) -> None:
         if kube.remove_pod(pod, deadline - time.monotonic()):
             transfer.remove(directory)
-        else:
+        elif not transfer.through_api:  # in api mode the files go with the pod
             log.info(
                 f"transfer directory {directory} left for a later collection: the pod still runs"
             )
