@@ -63,7 +63,8 @@ def write(results: dict[str, Any], directory: Path, stem: str) -> list[str]:
             "s",
             platforms,
             {
-                "k8scc": [builds[p]["k8scc_s"] for p in platforms],
+                "k8scc (volume)": [builds[p]["k8scc_s"] for p in platforms],
+                "k8scc (api)": [builds[p].get("api_s") for p in platforms],
                 "host": [builds[p]["host_s"] for p in platforms],
             },
         )

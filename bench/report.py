@@ -50,6 +50,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
             add(f"build {platform}: k8scc/host", "x", build["ratio"], "≤ 1.10", _at_most(1.10))
             add(f"build {platform}: k8scc - host", "s", build.get("overhead_s"))
             add(f"build {platform}: API requests", "", build["requests"])
+            if "api_s" in build:
+                add(f"build {platform}: k8scc, files through the API", "s", build["api_s"])
+                add(
+                    f"build {platform}: k8scc api mode/host",
+                    "x",
+                    build["api_ratio"],
+                    "≤ 1.10",
+                    _at_most(1.10),
+                )
+                add(f"build {platform}: api mode - host", "s", build["api_overhead_s"])
+                add(f"build {platform}: API requests (api mode)", "", build["api_requests"])
     for platform in PLATFORMS:
         cache = results.get("cache", {}).get(platform)
         if cache:

@@ -36,7 +36,8 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
     return [a / b for a, b in zip(numerators, denominators, strict=True)]
 
 
-def interleaved(run: int, first: T, second: T) -> tuple[T, T]:
-    """The order of a pair in run `run`: alternating, so neither side always goes first (and
+def interleaved(run: int, *sides: T) -> tuple[T, ...]:
+    """The order of the sides in run `run`: rotated, so no side always goes first (and
     inherits a warmer page cache or a quieter machine)."""
-    return (first, second) if run % 2 == 0 else (second, first)
+    shift = run % len(sides)
+    return sides[shift:] + sides[:shift]
