@@ -1,6 +1,7 @@
-"""HTTPS to the Kubernetes API server over the standard library's client: one connection per
-request, TLS from a kubeconfig or a ServiceAccount (client keys only ever in memory), bearer
-tokens re-read on every request, and error responses turned into ApiError.
+"""HTTPS to the Kubernetes API server over the standard library's client: requests share one
+kept-alive connection, streams have their own, TLS from a kubeconfig or a ServiceAccount (client
+keys only ever in memory), bearer tokens re-read on every request, and error responses turned
+into ApiError.
 
 Why not a client library: `run` stays resident for as long as its chaincode runs, one process per
 chaincode, and the few REST calls k8scc makes do not justify the ~15 MB that an HTTP client stack
@@ -14,6 +15,7 @@ import hashlib
 import http.client
 import json
 import os
+import select
 import socket
 import ssl
 import threading
@@ -146,9 +148,11 @@ def _tls_context(
 
 
 class Http:
-    """HTTPS requests to one API server, each on a connection of its own: a step makes only a
-    handful, and a fresh connection never meets a keep-alive one the server has dropped, whose
-    retry could repeat a create."""
+    """HTTPS requests to one API server. One connection is kept alive between requests, so a
+    launch pays for one TLS handshake, not one per request. A kept connection the server has
+    closed meanwhile is noticed before it is used; one it closes while a request is on its way
+    fails that request like any lost answer, and the caller's retry sends it again on a new
+    connection: creates carry a create id, so no retry stores an object twice (kube.py)."""
 
     def __init__(self, credentials: kubeconfig.Credentials, timeout: float) -> None:
         url = urlsplit(credentials.server)
@@ -160,6 +164,7 @@ class Http:
         self._lock = threading.Lock()
         self._exec: kubeconfig.ExecCredential | None = None
         self._renew = 0.0
+        self._idle: _Connection | None = None
         self._context = _tls_context(
             credentials, credentials.client_cert_pem, credentials.client_key_pem
         )
@@ -177,6 +182,8 @@ class Http:
                         self._context = _tls_context(
                             credentials, self._exec.client_cert_pem, self._exec.client_key_pem
                         )
+                        # It authenticated with the certificate being replaced.
+                        self._drop_idle()
                 return self._exec.token
         if credentials.token_file is not None:
             try:
@@ -203,22 +210,46 @@ class Http:
             self.credentials.tls_server_name or self.host,
         )
 
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.close()
+
+    def _take(self) -> _Connection:
+        """The kept connection if it is still open, else a new one."""
+        with self._lock:
+            connection, self._idle = self._idle, None
+        if connection is not None and _still_open(connection):
+            if connection.sock is not None:
+                connection.sock.settimeout(self.timeout)
+            return connection
+        if connection is not None:
+            connection.close()
+        return self._connection()
+
+    def _keep(self, connection: _Connection) -> None:
+        with self._lock:
+            if self._idle is None:
+                self._idle = connection
+                return
+        connection.close()
+
     def _send(
-        self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str
-    ) -> _Connection:
-        headers = self._headers()
+        self,
+        connection: _Connection,
+        headers: dict[str, str],
+        method: str,
+        path: str,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str,
+    ) -> None:
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
-        connection = self._connection()
-        try:
-            connection.request(method, target, body=payload, headers=headers)
-        except BaseException:
-            connection.close()
-            raise
-        return connection
+        connection.request(method, target, body=payload, headers=headers)
 
     def request(
         self,
@@ -228,12 +259,20 @@ class Http:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        connection = self._send(method, path, query, body, content_type)
+        # First: renewing an exec plugin's certificate drops the kept connection.
+        headers = self._headers()
+        connection = self._take()
         try:
+            self._send(connection, headers, method, path, query, body, content_type)
             response = connection.getresponse()
             data = response.read()
-        finally:
+        except BaseException:
             connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            self._keep(connection)
         if response.status >= 400:
             raise _error(response, data)
         result = json.loads(data) if data else {}
@@ -244,7 +283,13 @@ class Http:
         self, path: str, query: dict[str, Any], read_timeout: float | None
     ) -> Iterator[http.client.HTTPResponse]:
         """A GET whose body arrives over time (watch, log), read with `read_timeout`."""
-        connection = self._send("GET", path, query, None, "")
+        headers = self._headers()
+        connection = self._connection()
+        try:
+            self._send(connection, headers, "GET", path, query, None, "")
+        except BaseException:
+            connection.close()
+            raise
         # Held here: getresponse() drops the connection's reference when the server will close
         # after this response (HTTP/1.0, Connection: close), and the response reads on.
         sock = connection.sock
@@ -304,6 +349,21 @@ class Http:
         except BaseException:
             sock.close()
             raise
+
+
+def _still_open(connection: _Connection) -> bool:
+    """A kept connection is fit for the next request while nothing is waiting to be read on
+    it: between answers, the only thing a server sends is the end of the connection."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 # An answer's head longer than this is not from an API server.

@@ -3,13 +3,16 @@ answers each request with the next step of a script for that method and path (an
 watch or log stream, or a hang-up without an answer) and records what it was asked and when.
 Steps of one path are taken in order; requests to different paths (a watch and a log read on
 two threads) may interleave. A request the script does not expect gets 418, which k8scc never
-retries, so a test fails at once instead of waiting out a retry window."""
+retries, so a test fails at once instead of waiting out a retry window. Like an API server it
+speaks HTTP/1.1 and keeps a connection open after a whole answer, so each request records the
+connection it came on."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import json
+import socket
 import ssl
 import threading
 import time
@@ -38,6 +41,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     at: float  # time.monotonic() when the request had been read
+    connection: int  # the client's port: one per connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -51,6 +55,8 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Then close the connection without saying so: a server ending an idle one.
+    hang_up_after: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,12 +123,18 @@ class ScriptedApi:
         self.unexpected: list[str] = []
         self._lock = threading.Lock()
         self.closing = threading.Event()
+        # Set once the server has closed a connection after a `hang_up_after` answer.
+        self.hung_up = threading.Event()
         self.ca = trustme.CA()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ca.issue_cert("127.0.0.1").configure_cert(context)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def connections(self) -> list[int]:
+        """The connections the requests came on, in the order first used."""
+        return list(dict.fromkeys(request.connection for request in self.requests))
 
     @property
     def port(self) -> int:
@@ -189,6 +201,8 @@ def scripted_api(script: list[Step]) -> Iterator[ScriptedApi]:
 
 def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the requests are recorded; stderr noise would only bury test output
 
@@ -203,6 +217,7 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
                 headers=dict(self.headers.items()),
                 body=body,
                 at=time.monotonic(),
+                connection=self.client_address[1],
             )
             response = api.next_response(request)
             if isinstance(response, Hangup):
@@ -235,6 +250,11 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+            if response.hang_up_after:
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                api.hung_up.set()
 
         def _stream(
             self,
@@ -245,8 +265,10 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
             hold: bool = False,
         ) -> None:
             """A body sent as it comes, ended by closing the connection."""
+            self.close_connection = True
             self.send_response(200)
             self.send_header("Content-Type", content_type)
+            self.send_header("Connection", "close")
             self.end_headers()
             for chunk in chunks:
                 self.wfile.write(chunk)

@@ -325,3 +325,90 @@ def test_after_finish_by_a_hung_request_ends_by_the_deadline(tmp_path: Path) -> 
         api.closing.set()
         api.finished()
     assert took < 3.0
+
+
+# --- connections ------------------------------------------------------------------------------
+
+LAUNCH = "ccrun-x-0123456789-abcd"
+
+
+def secrets_path(name: str = "") -> str:
+    return pods_path(name).replace("/pods", "/secrets")
+
+
+def secret() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": LAUNCH, "labels": LABELS},
+    }
+
+
+def test_the_requests_of_a_launch_share_one_connection(tmp_path: Path) -> None:
+    """One TLS handshake per step, not one per request."""
+    script = [
+        Step("POST", secrets_path(), Reply(201, lambda requests: stored(requests[-1:]))),
+        Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
+        Step("PATCH", secrets_path(LAUNCH), Reply(200, {})),
+        Step("GET", pods_path(NAME), Reply(404, status(404, "NotFound", "not found"))),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        kube.create(secret(), Incarnation("secrets", LAUNCH))
+        kube.replace_pod(manifest(), Incarnation("pods", NAME), 10)
+        kube.set_secret_owners(LAUNCH, [])
+        assert kube.get_pod(NAME) is None  # an error answer keeps the connection too
+        assert len(api.connections()) == 1
+        api.finished()
+
+
+def test_a_kept_connection_the_server_has_closed_is_not_used(tmp_path: Path) -> None:
+    """Servers end idle connections: the next request goes on a new one at once, not after a
+    failed attempt (no retry is allowed here)."""
+    script = [
+        Step("POST", secrets_path(), Reply(201, lambda r: stored(r[-1:]), hang_up_after=True)),
+        Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        kube.retry_seconds = 0
+        kube.create(secret(), Incarnation("secrets", LAUNCH))
+        assert api.hung_up.wait(5)
+        kube.create(manifest(), Incarnation("pods", NAME))
+        assert [r.method for r in api.requests] == ["POST", "POST"]
+        assert len(api.connections()) == 2
+        api.finished()
+
+
+def test_an_answer_that_closes_the_connection_is_not_kept(tmp_path: Path) -> None:
+    closing = {"Connection": "close"}
+    script = [
+        Step("PATCH", secrets_path(LAUNCH), Reply(200, {}, headers=closing)),
+        Step("PATCH", secrets_path(LAUNCH), Reply(200, {})),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        kube.set_secret_owners(LAUNCH, [])
+        kube.set_secret_owners(LAUNCH, [])
+        assert len(api.requests) == 2
+        assert len(api.connections()) == 2
+        api.finished()
+
+
+def test_a_create_lost_on_a_kept_connection_is_retried_once_and_adopted(tmp_path: Path) -> None:
+    """The server stores the pod and drops the kept connection before answering: the retry,
+    on a new connection, meets the pod and adopts it by its create id; nothing is deleted."""
+    script = [
+        Step("PATCH", secrets_path(LAUNCH), Reply(200, {})),
+        Step("POST", pods_path(), Hangup()),
+        Step("POST", pods_path(), EXISTS),
+        Step("GET", pods_path(NAME), Reply(200, lambda requests: stored(requests[-3:]))),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        kube.set_secret_owners(LAUNCH, [])
+        created = kube.replace_pod(manifest(), Incarnation("pods", NAME), 10)
+        assert created["metadata"]["uid"] == "uid-stored"
+        assert [r.method for r in api.requests] == ["PATCH", "POST", "POST", "GET"]
+        assert len(api.connections()) == 2
+        api.finished()
