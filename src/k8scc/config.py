@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from k8scc import buildcache, configfile
+from k8scc import buildcache, configfile, yamltext
 from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS
 
@@ -517,7 +517,7 @@ def parse(text: str, path: Path | None = None) -> Config:
     """Parses and validates configuration text; raises K8sccError listing every problem."""
     where = str(path) if path else "configuration"
     try:
-        data = yaml.safe_load(text)
+        data = yamltext.load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from k8scc import yamltext
 from k8scc.errors import K8sccError
 
 EXEC_TIMEOUT_SECONDS = 60.0
@@ -81,7 +82,7 @@ def from_file(path: Path) -> Credentials:
     """The current context of a kubeconfig file. Relative file names in it are relative to the
     file's directory, as for kubectl."""
     try:
-        document = yaml.safe_load(_text(path))
+        document = yamltext.load(_text(path))
     except yaml.YAMLError as error:
         raise K8sccError(
             f"kubeconfig {path}: not valid YAML: {' '.join(str(error).split())}"

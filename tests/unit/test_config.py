@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from k8scc import config, configfile, render
+from k8scc import config, configfile, render, yamltext
 from k8scc.errors import K8sccError
 from k8scc.peer import Identity
 from k8scc.platforms import PLATFORMS
@@ -579,3 +579,20 @@ def test_run_as_user_image_leaves_the_ids_to_the_image_and_java_may_take_an_id()
     assert (java.run_as_user, java.run_as_group) == (500, 500)
     grouped = config.parse("platforms:\n  java:\n    runAsUser: 7\n    runAsGroup: 8\n")
     assert (grouped.platforms["java"].run_as_user, grouped.platforms["java"].run_as_group) == (7, 8)
+
+
+def test_yaml_is_read_through_libyaml_when_pyyaml_has_it() -> None:
+    """Parsing the kubeconfig and k8scc.yaml is on every launch's way to its pod."""
+    assert yaml.__with_libyaml__
+    assert yamltext.LOADER is yaml.CSafeLoader
+
+
+def test_libyaml_reads_a_document_as_the_python_loader_does() -> None:
+    text = (
+        "a: &x {b: [1, 2.5, true, null, '3', 0o17, 0x1f]}\n"
+        "c: *x\n"
+        "d: |\n  two\n  lines\n"
+        "e: 2026-12-06\n"
+        "f: !!binary aGk=\n"
+    )
+    assert yamltext.load(text) == yaml.safe_load(text)
