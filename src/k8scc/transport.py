@@ -114,6 +114,9 @@ class _Connection(http.client.HTTPSConnection):
     def connect(self) -> None:
         raw = socket.create_connection((self.host, self.port), self.timeout)
         try:
+            # A small write (a WebSocket frame, the TLS handshake's last flight) must not wait
+            # for the server's delayed ACK of the one before.
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
         except BaseException:
             raw.close()
