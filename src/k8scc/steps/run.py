@@ -61,8 +61,11 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     if chaincode.tls:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
     cleanup.add("stop following the pod", lambda _: supervisor.close())
+    # A pod reads the volume as it starts; files through the API are packed while the pod is
+    # scheduled and started, since its init container waits for them.
+    stage_first = not platform.prebuilt and not transfer.through_api
     try:
-        if not platform.prebuilt:
+        if stage_first:
             transfer.stage_run(launch, build_output / OUTPUT)
         if chaincode.tls:
             kube.create(render.tls_secret(chaincode, launch, who, config), secret)
@@ -70,6 +73,8 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             config, platform, image, chaincode, name, who, launch, info.architecture
         )
         created = kube.replace_pod(manifest, pod, REPLACE_SECONDS + config.termination_grace)
+        if not platform.prebuilt and not stage_first:
+            transfer.stage_run(launch, build_output / OUTPUT)
         # Directories of earlier launches killed before cleaning up; their pods are gone now.
         transfer.sweep(name, keep=launch)
         if chaincode.tls:
