@@ -9,6 +9,7 @@ import json
 import os
 import platform as host_platform
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -272,3 +273,62 @@ def test_a_fault_while_the_output_streams_back_fails_the_build_cleanly(
     assert ERROR_LINE.match(errors[0]) and f"pod {pod}" in errors[0], errors[0]
     assert list(output.iterdir()) == []
     assert wait_clean(admin, namespace, None) == []
+
+
+def sent_bytes(pid: int) -> int:
+    """How far `run` has read the build output it staged (an anonymous file) into the pod's
+    stream; 0 while it is still packing it, which only appends."""
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if os.readlink(descriptor).endswith(" (deleted)"):
+                info = Path(f"/proc/{pid}/fdinfo/{descriptor.name}").read_text()
+                position = int(info.split("pos:")[1].split()[0])
+                if position < descriptor.stat().st_size:
+                    return position
+    return 0
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_while_files_stream_into_the_chaincode_pod_fails_the_launch_cleanly(
+    testbed: Testbed,
+    admin: Client,
+    namespace: str,
+    tmp_path: Path,
+    golang_output: Path,
+    fault: str,
+) -> None:
+    """The fault strikes once 32 MiB of a 512 MiB build output are in the pod's stream: one
+    error line, a non-zero exit, and neither the pod nor its Secret left."""
+    builder = api_builder(
+        testbed, admin, namespace, tmp_path, transfer={"mode": "api", "maxSize": "1Gi"}
+    )
+    output = tmp_path / "bld"
+    shutil.copytree(golang_output, output)
+    (output / "output").chmod(0o755)
+    with (output / "output" / "big").open("wb") as big:
+        for _ in range(512):
+            big.write(os.urandom(1 << 20))
+    with FakePeer(tls=True, host=testbed.host_address) as peer:
+        meta = tmp_path / "run"
+        meta.mkdir()
+        chaincode_id = f"asset_1.0:{'fa' * 32}"
+        (meta / "chaincode.json").write_text(json.dumps(peer.chaincode_json(chaincode_id)))
+        run = builder.start("run", output, meta)
+        try:
+            deadline = time.monotonic() + 240
+            while sent_bytes(run.process.pid) < 32 << 20:
+                assert run.process.poll() is None and time.monotonic() < deadline, run.stderr
+                time.sleep(0.02)
+            [pod] = names_of(admin, Pod, namespace)
+            FAULTS[fault](testbed, admin, namespace, pod)
+            code = run.process.wait(240)
+            assert chaincode_id not in peer.registered()
+        finally:
+            run.stop()
+    assert code != 0, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, run.stderr
+    assert ERROR_LINE.match(errors[0]) and f"pod {pod}" in errors[0], errors[0]
+    assert wait_clean(admin, namespace, None, timeout=60) == []
