@@ -97,3 +97,27 @@ def breakdown(requests: Iterable[Request]) -> dict[str, int]:
     """`verb resource` -> count, most frequent first."""
     counts = Counter(r.kind for r in requests)
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def stream_seconds(
+    events: Iterable[dict[str, Any]], user: str, since: float, until: float, kind: str
+) -> float:
+    """How long `user`'s streams of `kind` (`create pods/exec`) received in [since, until)
+    were open, summed: from the server's upgrade answer (ResponseStarted) to the stream's end
+    (ResponseComplete). A stream still open at the window's end is not counted."""
+    started: dict[str, float] = {}
+    ended: dict[str, float] = {}
+    for event in events:
+        if event.get("user", {}).get("username") != user:
+            continue
+        if f"{event.get('verb')} {_resource(event)}" != kind:
+            continue
+        if not since <= parse_timestamp(event["requestReceivedTimestamp"]) < until:
+            continue
+        at = parse_timestamp(event.get("stageTimestamp") or event["requestReceivedTimestamp"])
+        stage = event.get("stage")
+        if stage == "ResponseStarted":
+            started[event["auditID"]] = at
+        elif stage == "ResponseComplete":
+            ended[event["auditID"]] = at
+    return sum(ended[i] - started[i] for i in started if i in ended)

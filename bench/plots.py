@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display on a build machine
 
 import matplotlib.pyplot as plt
 
-from bench.report import PLATFORMS
+from bench.report import PLATFORMS, launch_labels
 
 
 def _bars(
@@ -69,12 +69,10 @@ def write(results: dict[str, Any], directory: Path, stem: str) -> list[str]:
             },
         )
     launch = results.get("launch", {})
-    keys = [k for k in ("empty", "busy") if k in launch]
+    labels = launch_labels(launch)
+    keys = list(labels)
     if keys:
-        groups = [
-            "empty namespace" if k == "empty" else f"{launch['unrelated_pods']} unrelated pods"
-            for k in keys
-        ]
+        groups = list(labels.values())
         _bars(
             out("launch"),
             "Launch latency from run starting",

@@ -73,8 +73,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         add("detect", "ms", results["detect_ms"], "≤ 60 ms", _at_most(60))
     add("detect (config with a platforms section)", "ms", results.get("detect_platforms_ms"))
     launch = results.get("launch", {})
-    unrelated = launch.get("unrelated_pods", 0)
-    for key, label in (("empty", "empty namespace"), ("busy", f"{unrelated} unrelated pods")):
+    for key, label in launch_labels(launch).items():
         figures = launch.get(key)
         if not figures:
             continue
@@ -90,8 +89,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
         add(f"run peak RSS ({label})", "MB", figures["rss_peak_mb"], "≤ 30 MB", _at_most(30))
         add(f"run steady RSS ({label})", "MB", figures["rss_steady_mb"], "≤ 30 MB", _at_most(30))
         add(f"API requests per launch ({label})", "", figures["requests"], "≤ 8", _at_most(8))
+    if launch.get("empty") and launch.get("api"):
+        api = launch["api"]
+        size = f"{launch['api_bytes'] / MB:.0f} MB"
+        add(f"launch, files through the API: stream into the pod ({size})", "s", api["stream_s"])
+        add(
+            "launch → registered: api mode - volume mode",
+            "s",
+            launch["api_later_s"],
+            "≤ stream time",
+            lambda summary: bool(summary["median"] <= api["stream_s"]["median"]),
+        )
     api_build = results.get("api_build", {})
-    for key, label in (("empty", "empty namespace"), ("busy", f"{unrelated} unrelated pods")):
+    for key, label in launch_labels(launch).items():
         if api_build.get(key):
             add(f"API requests per build ({label})", "", api_build[key]["requests"])
     if launch.get("empty") and launch.get("busy"):
@@ -147,14 +157,22 @@ def table(all_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def launch_labels(launch: dict[str, Any]) -> dict[str, str]:
+    """The launch sides a run measured, by key, as tables and plots name them."""
+    labels = {
+        "empty": "empty namespace",
+        "busy": f"{launch.get('unrelated_pods', 0)} unrelated pods",
+        "api": "files through the API, empty namespace",
+    }
+    return {key: label for key, label in labels.items() if key in launch}
+
+
 def _breakdowns(results: dict[str, Any]) -> list[str]:
     lines = []
     sources = [
         (f"build {p}", results.get("build", {}).get(p, {}).get("breakdown")) for p in PLATFORMS
     ]
-    unrelated = results.get("launch", {}).get("unrelated_pods", 0)
-    for key in ("empty", "busy"):
-        where = "empty namespace" if key == "empty" else f"{unrelated} unrelated pods"
+    for key, where in launch_labels(results.get("launch", {})).items():
         for section, what in (("launch", "launch"), ("api_build", "minimal node build")):
             counts = results.get(section, {}).get(key, {}).get("breakdown")
             sources.append((f"{what} ({where})", counts))

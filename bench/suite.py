@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +23,11 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 
 from bench import audit, hostbuild, stats, treegen
+from k8scc import archive, names
 from k8scc import config as configuration
-from k8scc import names
 from k8scc.buildinfo import BuildInfo
 from k8scc.platforms import PLATFORMS
-from k8scc.transfer import VolumeTransfer
+from k8scc.transfer import OUTPUT, VolumeTransfer
 from testbed.cluster import Testbed
 from tests.support.builder import (
     SAMPLE_PATHS,
@@ -67,6 +68,13 @@ class Settings:
 
 def summary(values: list[float]) -> dict[str, Any]:
     return stats.summarise(values).to_dict()
+
+
+def packed_size(tree: Path) -> int:
+    """The bytes a launch in api mode streams into its pod: the tree as k8scc packs it."""
+    with tempfile.TemporaryFile() as packed:
+        archive.pack(tree, packed, "build output", 1 << 40, read_only=True)
+        return packed.tell()
 
 
 def proc_status(pid: int) -> dict[str, float]:
@@ -168,10 +176,14 @@ class Bench:
             )
             self.admin.create(pod, namespace=space.name)
 
+    def audit_events(self) -> list[dict[str, Any]]:
+        return audit.read_events(self.testbed.control_plane.audit_log)
+
+    def user(self, space: Space) -> str:
+        return audit.serviceaccount_user(space.name, ACCOUNT)
+
     def requests(self, space: Space, since: float, until: float) -> list[audit.Request]:
-        events = audit.read_events(self.testbed.control_plane.audit_log)
-        user = audit.serviceaccount_user(space.name, ACCOUNT)
-        return audit.requests_by(events, user, since, until)
+        return audit.requests_by(self.audit_events(), self.user(space), since, until)
 
     # -- 1. build overhead ----------------------------------------------------------------------
 
@@ -369,15 +381,18 @@ class Bench:
         return output
 
     def launches(self, output: Path) -> dict[str, Any]:
+        """Launches with the transfer volume in an empty namespace and beside unrelated pods,
+        and with files through the API (`api`, empty namespace)."""
         empty, busy = self.space("empty"), self.space("busy")
+        spaces = {"empty": empty, "busy": busy, "api": self.space("launch-api", api=True)}
         self.add_unrelated_pods(busy, self.settings.unrelated_pods)
         tiny = small_node_package(self.scratch("tiny"), "tiny_1.0")
-        launch_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
+        launch_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in spaces}
         build_runs: dict[str, list[dict[str, Any]]] = {"empty": [], "busy": []}
         with FakePeer(tls=True, host=self.testbed.host_address) as peer:
             for run in range(self.settings.runs):
-                for key in stats.interleaved(run, "empty", "busy"):
-                    space = empty if key == "empty" else busy
+                for key in stats.interleaved(run, *spaces):
+                    space = spaces[key]
                     launched = self._launch(space, peer, output, f"{key}{run}")
                     launch_runs[key].append(launched)
                     self.log(
@@ -387,12 +402,20 @@ class Bench:
                 for key in stats.interleaved(run, "empty", "busy"):
                     space = empty if key == "empty" else busy
                     build_runs[key].append(self._tiny_build(space, *tiny))
-        results: dict[str, Any] = {"unrelated_pods": self.settings.unrelated_pods}
+        results: dict[str, Any] = {
+            "unrelated_pods": self.settings.unrelated_pods,
+            "api_bytes": packed_size(output / OUTPUT),
+        }
         api_build: dict[str, Any] = {}
-        for key, space in (("empty", empty), ("busy", busy)):
+        events = self.audit_events()
+        for key, space in spaces.items():
+            user = self.user(space)
             for measured in launch_runs[key]:
                 window = measured.pop("window")
-                requests = self.requests(space, *window)
+                requests = audit.requests_by(events, user, *window)
+                measured["stream_s"] = audit.stream_seconds(
+                    events, user, window[0], window[1], "create pods/exec"
+                )
                 registered = measured.pop("registered_wall")
                 accepted = audit.first_answer(requests, "create pods")
                 # From starting `run` to the API server storing the chaincode pod.
@@ -417,15 +440,21 @@ class Bench:
                     "requests",
                     "requests_to_registered",
                     "accepted_ms",
+                    "stream_s",
                 )
             }
             results[key]["breakdown"] = _median_run(runs, "requests")["breakdown"]
             results[key]["runs"] = runs
+            if key not in build_runs:
+                continue
             api_build[key] = {
                 "requests": summary([r["requests"] for r in build_runs[key]]),
                 "breakdown": _median_run(build_runs[key], "requests")["breakdown"],
                 "runs": build_runs[key],
             }
+        # Run by run: each run launched both ways, one after the other.
+        paired = zip(launch_runs["api"], launch_runs["empty"], strict=True)
+        results["api_later_s"] = summary([a["registered_s"] - v["registered_s"] for a, v in paired])
         return {"launch": results, "api_build": api_build}
 
     def _launch(self, space: Space, peer: FakePeer, output: Path, tag: str) -> dict[str, Any]:

@@ -156,3 +156,28 @@ def test_the_warm_go_rebuild_is_judged_on_its_slowest_run() -> None:
     assert found["cached build node: cold/warm"].met is None
     assert found["cached build golang: second version (warm)"].summary["median"] == 6.0
     assert "cached build golang: two chaincodes at once" in found
+
+
+@pytest.mark.parametrize(("later", "met"), [(s(0.4, 0.3, 0.9), True), (s(0.8, 0.7, 0.9), False)])
+def test_a_launch_through_the_api_may_be_later_by_the_stream_time_only(
+    later: dict[str, Any], met: bool
+) -> None:
+    api = launch(s(9, 9, 9)) | {"stream_s": s(0.5, 0.4, 0.6)}
+    found = {
+        r.figure: r
+        for r in rows(
+            results(
+                launch={
+                    "unrelated_pods": 20,
+                    "api_bytes": 25 << 20,
+                    "empty": launch(s(9, 9, 9)),
+                    "api": api,
+                    "api_later_s": later,
+                }
+            )
+        )
+    }
+    stream = found["launch, files through the API: stream into the pod (25 MB)"]
+    assert stream.summary["median"] == 0.5
+    assert found["launch → registered: api mode - volume mode"].met is met
+    assert "launch → registered (files through the API, empty namespace)" in found
