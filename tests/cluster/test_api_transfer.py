@@ -281,9 +281,12 @@ def sent_bytes(pid: int) -> int:
     for descriptor in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError, ValueError):
             if os.readlink(descriptor).endswith(" (deleted)"):
+                # The size first: read after the position, a file still being packed would
+                # have grown past it.
+                size = descriptor.stat().st_size
                 info = Path(f"/proc/{pid}/fdinfo/{descriptor.name}").read_text()
                 position = int(info.split("pos:")[1].split()[0])
-                if position < descriptor.stat().st_size:
+                if position < size:
                     return position
     return 0
 
@@ -323,9 +326,10 @@ def test_a_fault_while_files_stream_into_the_chaincode_pod_fails_the_launch_clea
             [pod] = names_of(admin, Pod, namespace)
             FAULTS[fault](testbed, admin, namespace, pod)
             code = run.process.wait(240)
-            assert chaincode_id not in peer.registered()
+            registered = peer.registered()
         finally:
             run.stop()
+    assert chaincode_id not in registered, run.stderr
     assert code != 0, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]

@@ -19,8 +19,7 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
-from k8scc.steps import Terminated
-from k8scc.steps.teardown import pod_then_directory
+from k8scc.steps.teardown import cleanup_seconds, pod_then_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, choose
 from k8scc.tree import copy_tree
@@ -135,11 +134,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         ).write(output)
     except BaseException as error:
         _empty(output)
-        # After SIGTERM the peer's SIGKILL is 5 s away; a build that failed on its own may
-        # wait out an API server that is restarting, as every request does.
-        seconds = CLEANUP_SECONDS
-        if not isinstance(error, Terminated):
-            seconds += kube.retry_seconds
+        seconds = cleanup_seconds(kube, error)
         kube.finish_by(time.monotonic() + seconds)
         cleanup.close(seconds, log, failing=isinstance(error, K8sccError))
         raise

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from k8scc import buildinfo, configfile, identity, names, render, rules
 from k8scc import config as configuration
-from k8scc.cleanup import CLEANUP_SECONDS, Cleanup
+from k8scc.cleanup import Cleanup
 from k8scc.collect import collect
 from k8scc.errors import K8sccError
 from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
 from k8scc.platforms import require_platform
-from k8scc.steps.teardown import pod_and_directory
+from k8scc.steps.teardown import cleanup_seconds, pod_and_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, choose
 
@@ -91,6 +91,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             return 0
         raise K8sccError(f"chaincode pod {name} failed: {failure(outcome.pod, 'chaincode')}")
     finally:
-        kube.finish_by(time.monotonic() + CLEANUP_SECONDS)
-        failing = isinstance(sys.exc_info()[1], K8sccError)
-        cleanup.close(CLEANUP_SECONDS, log, failing)
+        error = sys.exc_info()[1]
+        seconds = cleanup_seconds(kube, error)
+        kube.finish_by(time.monotonic() + seconds)
+        cleanup.close(seconds, log, isinstance(error, K8sccError))

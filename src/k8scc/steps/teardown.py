@@ -6,11 +6,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from k8scc.cleanup import CLEANUP_SECONDS
 from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
+from k8scc.steps import Terminated
 
 if TYPE_CHECKING:
     from k8scc.transfer import Transfer
+
+
+def cleanup_seconds(kube: Kube, error: BaseException | None) -> float:
+    """How long a step ending with `error` may clean up. After SIGTERM the peer's SIGKILL is
+    5 s away; a step ending otherwise may wait out an API server that is restarting, as every
+    request does."""
+    if isinstance(error, Terminated):
+        return CLEANUP_SECONDS
+    return CLEANUP_SECONDS + kube.retry_seconds
 
 
 def pod_then_directory(
