@@ -275,18 +275,21 @@ def test_a_fault_while_the_output_streams_back_fails_the_build_cleanly(
     assert wait_clean(admin, namespace, None) == []
 
 
+PACKING_LAG = 64 << 20
+
+
 def sent_bytes(pid: int) -> int:
     """How far `run` has read the build output it staged (an anonymous file) into the pod's
-    stream; 0 while it is still packing it, which only appends."""
+    stream; 0 while it is still packing it. Packing only appends, yet a write in progress
+    grows the file before it moves the position (a lag of hundreds of KiB was seen), so only
+    a position far behind the end is the stream's."""
     for descriptor in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError, ValueError):
             if os.readlink(descriptor).endswith(" (deleted)"):
-                # The size first: read after the position, a file still being packed would
-                # have grown past it.
                 size = descriptor.stat().st_size
                 info = Path(f"/proc/{pid}/fdinfo/{descriptor.name}").read_text()
                 position = int(info.split("pos:")[1].split()[0])
-                if position < size:
+                if size - position > PACKING_LAG:
                     return position
     return 0
 
