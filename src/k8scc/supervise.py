@@ -146,7 +146,11 @@ class Supervisor:
         self.start_timeout = start_timeout
         self.stuck_timeout = stuck_timeout
         self.stop = threading.Event()
-        self.events: queue.Queue[tuple[str, dict[str, Any]] | BaseException] = queue.Queue()
+        # SimpleQueue, not Queue: SIGTERM's handler raises Terminated wherever the main thread
+        # is, and inside Queue's condition wait (Python code) that left its lock unbalanced.
+        self.events: queue.SimpleQueue[tuple[str, dict[str, Any]] | BaseException] = (
+            queue.SimpleQueue()
+        )
         self._log_thread: threading.Thread | None = None
 
     def _watch(self, uid: str, resource_version: str) -> None:
