@@ -425,10 +425,6 @@ class Bench:
                 measured["requests"] = len(requests)
                 measured["requests_to_registered"] = sum(r.received < registered for r in requests)
                 measured["breakdown"] = audit.breakdown(requests)
-            for measured in build_runs[key]:
-                requests = self.requests(space, *measured.pop("window"))
-                measured["requests"] = len(requests)
-                measured["breakdown"] = audit.breakdown(requests)
             runs = launch_runs[key]
             results[key] = {
                 name: summary([r[name] for r in runs])
@@ -447,6 +443,10 @@ class Bench:
             results[key]["runs"] = runs
             if key not in build_runs:
                 continue
+            for measured in build_runs[key]:
+                requests = self.requests(space, *measured.pop("window"))
+                measured["requests"] = len(requests)
+                measured["breakdown"] = audit.breakdown(requests)
             api_build[key] = {
                 "requests": summary([r["requests"] for r in build_runs[key]]),
                 "breakdown": _median_run(build_runs[key], "requests")["breakdown"],
