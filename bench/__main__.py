@@ -145,6 +145,9 @@ def main() -> int:
     (arguments.results / f"{stem}.md").write_text(summary)
     print(summary)
     log(f"wrote {arguments.results / stem}.{{json,md}} and {len(names)} plots")
+    if results.get("errors"):
+        log(f"sections that failed: {', '.join(results['errors'])}")
+        return 1
     return 0
 
 

@@ -102,9 +102,10 @@ def breakdown(requests: Iterable[Request]) -> dict[str, int]:
 def stream_seconds(
     events: Iterable[dict[str, Any]], user: str, since: float, until: float, kind: str
 ) -> float:
-    """How long `user`'s streams of `kind` (`create pods/exec`) received in [since, until)
-    were open, summed: from the server's upgrade answer (ResponseStarted) to the stream's end
-    (ResponseComplete). A stream still open at the window's end is not counted."""
+    """How long `user`'s streams of `kind` (`get pods/exec`: a WebSocket upgrade is a GET)
+    received in [since, until) were open, summed: from the server's upgrade answer
+    (ResponseStarted) to the stream's end (ResponseComplete). A stream still open at the
+    window's end is not counted."""
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
     for event in events:

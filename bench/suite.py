@@ -414,7 +414,7 @@ class Bench:
                 window = measured.pop("window")
                 requests = audit.requests_by(events, user, *window)
                 measured["stream_s"] = audit.stream_seconds(
-                    events, user, window[0], window[1], "create pods/exec"
+                    events, user, window[0], window[1], "get pods/exec"
                 )
                 registered = measured.pop("registered_wall")
                 accepted = audit.first_answer(requests, "create pods")

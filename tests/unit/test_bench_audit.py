@@ -130,20 +130,21 @@ def test_the_pod_is_accepted_when_the_server_answers_its_create() -> None:
 
 
 def test_a_stream_lasts_from_its_upgrade_answer_to_its_end() -> None:
+    # A WebSocket upgrade is a GET: the server audits exec streams as verb get.
     events = [
-        event("a", "RequestReceived", "create", "pods", 2.0, subresource="exec"),
-        event("a", "ResponseStarted", "create", "pods", 2.0, subresource="exec", took=0.01),
-        event("a", "ResponseComplete", "create", "pods", 2.0, subresource="exec", took=0.51),
-        event("b", "ResponseStarted", "create", "pods", 3.0, subresource="exec", took=0.02),
-        event("b", "ResponseComplete", "create", "pods", 3.0, subresource="exec", took=0.27),
-        event("open", "ResponseStarted", "create", "pods", 4.0, subresource="exec"),
-        event("other", "ResponseStarted", "create", "pods", 2.0, subresource="exec", user="x"),
+        event("a", "RequestReceived", "get", "pods", 2.0, subresource="exec"),
+        event("a", "ResponseStarted", "get", "pods", 2.0, subresource="exec", took=0.01),
+        event("a", "ResponseComplete", "get", "pods", 2.0, subresource="exec", took=0.51),
+        event("b", "ResponseStarted", "get", "pods", 3.0, subresource="exec", took=0.02),
+        event("b", "ResponseComplete", "get", "pods", 3.0, subresource="exec", took=0.27),
+        event("open", "ResponseStarted", "get", "pods", 4.0, subresource="exec"),
+        event("other", "ResponseStarted", "get", "pods", 2.0, subresource="exec", user="x"),
         event(
-            "other", "ResponseComplete", "create", "pods", 2.0, subresource="exec", took=9, user="x"
+            "other", "ResponseComplete", "get", "pods", 2.0, subresource="exec", took=9, user="x"
         ),
-        event("late", "ResponseStarted", "create", "pods", 11.0, subresource="exec"),
-        event("late", "ResponseComplete", "create", "pods", 11.0, subresource="exec", took=5),
+        event("late", "ResponseStarted", "get", "pods", 11.0, subresource="exec"),
+        event("late", "ResponseComplete", "get", "pods", 11.0, subresource="exec", took=5),
         event("p", "ResponseComplete", "create", "pods", 1.0, took=3),
     ]
-    seconds = stream_seconds(events, USER, T0, T0 + 10, "create pods/exec")
+    seconds = stream_seconds(events, USER, T0, T0 + 10, "get pods/exec")
     assert seconds == pytest.approx(0.5 + 0.25)
