@@ -33,7 +33,6 @@ PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("delete", "pods"),
     ("get", "pods/log"),
     ("create", "secrets"),
-    ("patch", "secrets"),
     ("delete", "secrets"),
 )
 # An exec stream is a WebSocket upgrade, which the API server authorizes as both verbs.

@@ -235,18 +235,6 @@ class Kube:
         uid = self.stop_pod(incarnation)
         return uid is None or self.wait_pod_deleted(incarnation.name, uid, wait_seconds)
 
-    def set_secret_owners(self, name: str, owners: list[dict[str, Any]]) -> None:
-        self._call(
-            f"cannot update secret {name}",
-            lambda: self._http.request(
-                "PATCH",
-                self._path("secrets", name),
-                {"fieldManager": FIELD_MANAGER},
-                {"metadata": {"ownerReferences": owners}},
-                "application/merge-patch+json",
-            ),
-        )
-
     def get_pod(self, name: str) -> dict[str, Any] | None:
         return self._call(
             f"cannot read pod {name}",

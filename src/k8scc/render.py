@@ -95,11 +95,11 @@ def _pod_spec(config: Config, platform: PlatformConfig, grace: int) -> dict[str,
 
 
 def _metadata(
-    name: str, labels: dict[str, str], annotations: dict[str, str], owner: Owner | None
+    name: str, labels: dict[str, str], annotations: dict[str, str], *owners: Owner | None
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
-    if owner:
-        metadata["ownerReferences"] = [owner.reference()]
+    if any(owners):
+        metadata["ownerReferences"] = [owner.reference() for owner in owners if owner]
     return metadata
 
 
@@ -426,10 +426,15 @@ def _b64(data: bytes) -> str:
 
 
 def tls_secret(
-    chaincode: ChaincodeJson, name: str, identity: Identity, config: Config
+    chaincode: ChaincodeJson,
+    name: str,
+    identity: Identity,
+    config: Config,
+    pod: Owner | None = None,
 ) -> dict[str, Any]:
     """TLS files laid out as Fabric's Docker launcher does: raw PEM for the `_FILE` variables and
-    `peer.crt`, base64 of the PEM for the `_PATH` variables the Node and Java shims read."""
+    `peer.crt`, base64 of the PEM for the `_PATH` variables the Node and Java shims read. Owned
+    by the chaincode `pod` that mounts it, once that exists, and by the peer's pod."""
     files = {
         "client_pem.crt": chaincode.client_cert.encode(),
         "client_pem.key": chaincode.client_key.encode(),
@@ -453,6 +458,7 @@ def tls_secret(
                 chaincode.mspid,
                 instance=identity.instance,
             ),
+            pod,
             identity.owner,
         ),
         "data": {key: _b64(value) for key, value in files.items()},

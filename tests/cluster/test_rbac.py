@@ -53,7 +53,6 @@ def test_every_permission_of_the_role_is_covered() -> None:
             ("pods/exec", "create"),
             ("pods/exec", "get"),
             ("secrets", "create"),
-            ("secrets", "patch"),
             ("secrets", "delete"),
         ]
     )

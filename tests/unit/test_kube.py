@@ -350,14 +350,14 @@ def test_the_requests_of_a_launch_share_one_connection(tmp_path: Path) -> None:
     script = [
         Step("POST", secrets_path(), Reply(201, lambda requests: stored(requests[-1:]))),
         Step("POST", pods_path(), Reply(201, lambda requests: stored(requests[-1:]))),
-        Step("PATCH", secrets_path(LAUNCH), Reply(200, {})),
+        Step("DELETE", secrets_path(LAUNCH), Reply(200, {})),
         Step("GET", pods_path(NAME), Reply(404, status(404, "NotFound", "not found"))),
     ]
     with scripted_api(script) as api:
         kube = api.kube(tmp_path)
         kube.create(secret(), Incarnation("secrets", LAUNCH))
         kube.replace_pod(manifest(), Incarnation("pods", NAME), 10)
-        kube.set_secret_owners(LAUNCH, [])
+        kube.delete_secret(LAUNCH)
         assert kube.get_pod(NAME) is None  # an error answer keeps the connection too
         assert len(api.connections()) == 1
         api.finished()
@@ -384,13 +384,13 @@ def test_a_kept_connection_the_server_has_closed_is_not_used(tmp_path: Path) -> 
 def test_an_answer_that_closes_the_connection_is_not_kept(tmp_path: Path) -> None:
     closing = {"Connection": "close"}
     script = [
-        Step("PATCH", secrets_path(LAUNCH), Reply(200, {}, headers=closing)),
-        Step("PATCH", secrets_path(LAUNCH), Reply(200, {})),
+        Step("DELETE", secrets_path(LAUNCH), Reply(200, {}, headers=closing)),
+        Step("DELETE", secrets_path(LAUNCH), Reply(200, {})),
     ]
     with scripted_api(script) as api:
         kube = api.kube(tmp_path)
-        kube.set_secret_owners(LAUNCH, [])
-        kube.set_secret_owners(LAUNCH, [])
+        kube.delete_secret(LAUNCH)
+        kube.delete_secret(LAUNCH)
         assert len(api.requests) == 2
         assert len(api.connections()) == 2
         api.finished()
@@ -400,17 +400,17 @@ def test_a_create_lost_on_a_kept_connection_is_retried_once_and_adopted(tmp_path
     """The server stores the pod and drops the kept connection before answering: the retry,
     on a new connection, meets the pod and adopts it by its create id; nothing is deleted."""
     script = [
-        Step("PATCH", secrets_path(LAUNCH), Reply(200, {})),
+        Step("DELETE", secrets_path(LAUNCH), Reply(200, {})),
         Step("POST", pods_path(), Hangup()),
         Step("POST", pods_path(), EXISTS),
         Step("GET", pods_path(NAME), Reply(200, lambda requests: stored(requests[-3:]))),
     ]
     with scripted_api(script) as api:
         kube = api.kube(tmp_path)
-        kube.set_secret_owners(LAUNCH, [])
+        kube.delete_secret(LAUNCH)
         created = kube.replace_pod(manifest(), Incarnation("pods", NAME), 10)
         assert created["metadata"]["uid"] == "uid-stored"
-        assert [r.method for r in api.requests] == ["PATCH", "POST", "POST", "GET"]
+        assert [r.method for r in api.requests] == ["DELETE", "POST", "POST", "GET"]
         assert len(api.connections()) == 2
         api.finished()
 
@@ -418,10 +418,10 @@ def test_a_create_lost_on_a_kept_connection_is_retried_once_and_adopted(tmp_path
 def test_connections_send_small_writes_without_waiting(tmp_path: Path) -> None:
     """Nagle's algorithm would hold a small write back until the server's delayed ACK of the
     previous one, up to 40 ms each time."""
-    script = [Step("PATCH", secrets_path(LAUNCH), Reply(200, {}))]
+    script = [Step("DELETE", secrets_path(LAUNCH), Reply(200, {}))]
     with scripted_api(script) as api:
         kube = api.kube(tmp_path)
-        kube.set_secret_owners(LAUNCH, [])
+        kube.delete_secret(LAUNCH)
         kept = kube._http._idle
         assert kept is not None and kept.sock is not None
         assert kept.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -605,6 +605,18 @@ def test_owner_references_only_with_an_owner(plain: Config, tls: PeerTls) -> Non
         assert "ownerReferences" not in manifest["metadata"]
 
 
+def test_the_secret_is_owned_by_the_chaincode_pod_that_mounts_it(
+    plain: Config, tls: PeerTls
+) -> None:
+    """The Secret is created once its pod is accepted, naming the pod (and the peer's pod) as
+    owners in the create itself, so no later request is needed for Kubernetes to collect it."""
+    pod = Owner(name="chaincode-pod", uid="uid-pod")
+    made = render.tls_secret(launch(tls), "launch-1", Identity("peer0.org1", OWNER), plain, pod)
+    assert [owner["uid"] for owner in made["metadata"]["ownerReferences"]] == ["uid-pod", OWNER.uid]
+    alone = render.tls_secret(launch(tls), "launch-1", Identity("peer0.org1"), plain, pod)
+    assert alone["metadata"]["ownerReferences"] == [pod.reference()]
+
+
 # --- transfer.mode api --------------------------------------------------------------------------
 
 API = "transfer: {mode: api}\n"

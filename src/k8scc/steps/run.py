@@ -16,6 +16,7 @@ from k8scc.errors import K8sccError
 from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
+from k8scc.peer import Owner
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import cleanup_seconds, pod_and_directory
 from k8scc.supervise import Supervisor, failure
@@ -67,21 +68,20 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     try:
         if stage_first:
             transfer.stage_run(launch, build_output / OUTPUT)
-        if chaincode.tls:
-            kube.create(render.tls_secret(chaincode, launch, who, config), secret)
         manifest = render.chaincode_pod(
             config, platform, image, chaincode, name, who, launch, info.architecture
         )
         created = kube.replace_pod(manifest, pod, REPLACE_SECONDS + config.termination_grace)
+        if chaincode.tls:
+            # Created once the pod is accepted, owned by it from the start, so it goes with the
+            # pod if `run` cannot delete it itself. The kubelet mounts it only after the pod is
+            # scheduled, and would retry a mount that came too early.
+            owner = Owner(name=name, uid=created["metadata"]["uid"])
+            kube.create(render.tls_secret(chaincode, launch, who, config, owner), secret)
         if not platform.prebuilt and not stage_first:
             transfer.stage_run(launch, build_output / OUTPUT)
         # Directories of earlier launches killed before cleaning up; their pods are gone now.
         transfer.sweep(name, keep=launch)
-        if chaincode.tls:
-            # The Secret goes with the pod if `run` cannot delete it itself.
-            pod_ref = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.uid}
-            owners = [pod_ref] + ([who.owner.reference()] if who.owner else [])
-            kube.set_secret_owners(launch, owners)
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())
