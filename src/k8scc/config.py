@@ -16,9 +16,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from k8scc import buildcache, configfile, yamltext
+from k8scc import buildcache, configfile, configrecord
 from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS
 
@@ -515,15 +513,20 @@ def _build_cache(r: _Reader, section: Mapping[str, Any]) -> BuildCache | None:
 
 def parse(text: str, path: Path | None = None) -> Config:
     """Parses and validates configuration text; raises K8sccError listing every problem."""
+    return validate(_yaml_document(text, path), path)
+
+
+def _yaml_document(text: str, path: Path | None) -> Any:
+    # Imported here: `run` usually reads the document `build` recorded, not the YAML.
+    from k8scc import yamltext  # noqa: PLC0415
+
+    return yamltext.load(text, str(path) if path else "configuration")
+
+
+def validate(data: Any, path: Path | None = None) -> Config:
+    """The configuration a parsed document describes; raises K8sccError listing every
+    problem."""
     where = str(path) if path else "configuration"
-    try:
-        data = yamltext.load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        # Errors without a mark (bad characters) span lines of their own.
-        problem = " ".join(str(getattr(error, "problem", None) or error).split())
-        raise K8sccError(f"{where}: not valid YAML{at}: {problem}") from None
     r = _Reader()
     top = r.section(data if data is not None else {}, "top level", _TOP)
     fabric_version = r.get(
@@ -714,5 +717,15 @@ def parse(text: str, path: Path | None = None) -> Config:
     return config
 
 
-def load(path: Path) -> Config:
-    return parse(configfile.read(path), path)
+def load(path: Path, recorded_in: Path | None = None) -> Config:
+    """The configuration in file `path`, read from the record in `recorded_in` when that holds
+    the file's current text."""
+    text = configfile.read(path)
+    document = configrecord.recorded(recorded_in, text) if recorded_in else None
+    return validate(_yaml_document(text, path) if document is None else document, path)
+
+
+def record(path: Path, directory: Path) -> None:
+    """Keeps the document of file `path` in `directory` for `load` to find."""
+    text = configfile.read(path)
+    configrecord.record(directory, text, _yaml_document(text, path))

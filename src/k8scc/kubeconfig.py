@@ -20,9 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from k8scc import yamltext
 from k8scc.errors import K8sccError
 
 EXEC_TIMEOUT_SECONDS = 60.0
@@ -81,13 +78,11 @@ def in_cluster(account_dir: Path, server: str) -> Credentials:
 def from_file(path: Path) -> Credentials:
     """The current context of a kubeconfig file. Relative file names in it are relative to the
     file's directory, as for kubectl."""
-    try:
-        document = yamltext.load(_text(path))
-    except yaml.YAMLError as error:
-        raise K8sccError(
-            f"kubeconfig {path}: not valid YAML: {' '.join(str(error).split())}"
-        ) from None
+    # Imported here: a peer in a pod has its ServiceAccount's files and no kubeconfig.
+    from k8scc import yamltext  # noqa: PLC0415
+
     where = f"kubeconfig {path}"
+    document = yamltext.load(_text(path), where)
     top = _mapping(document, where)
     current = top.get("current-context")
     if not isinstance(current, str) or not current:

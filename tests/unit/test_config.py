@@ -595,4 +595,4 @@ def test_libyaml_reads_a_document_as_the_python_loader_does() -> None:
         "e: 2026-12-06\n"
         "f: !!binary aGk=\n"
     )
-    assert yamltext.load(text) == yaml.safe_load(text)
+    assert yamltext.load(text, "here") == yaml.safe_load(text)

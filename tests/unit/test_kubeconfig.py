@@ -102,7 +102,7 @@ def test_a_bad_kubeconfig_is_one_line_naming_the_file(
 def test_a_kubeconfig_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "kubeconfig"
     path.write_text("clusters: [\n")
-    with pytest.raises(K8sccError, match=f"^kubeconfig {path}: not valid YAML: [^\n]*$"):
+    with pytest.raises(K8sccError, match=f"^kubeconfig {path}: not valid YAML at line 2: [^\n]*$"):
         kubeconfig.from_file(path)
 
 

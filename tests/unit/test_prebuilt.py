@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from k8scc import buildinfo, config, render
+from k8scc import buildinfo, config, configrecord, render
 from k8scc.errors import K8sccError
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity
@@ -129,7 +129,11 @@ def test_build_records_the_image_and_the_indexes_with_no_pod(
         "prebuilt_1.0",
     )
     assert (output / "META-INF/statedb/couchdb/indexes/owner.json").read_text() == "{}"
-    assert sorted(p.name for p in output.iterdir()) == ["META-INF", buildinfo.FILE]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "META-INF",
+        buildinfo.FILE,
+        configrecord.FILE,
+    ]
     assert f"k8s package of image ghcr.io/org/cc@{DIGEST}: nothing to build" in (
         capsys.readouterr().err
     )

@@ -51,7 +51,7 @@ def _copy_metadata(source: Path, output: Path) -> None:
         copy_tree(source / "META-INF", output / "META-INF", "META-INF")
 
 
-def _record_image(source: Path, output: Path, label: str, log: StepLog) -> int:
+def _record_image(source: Path, output: Path, label: str, config: Path, log: StepLog) -> int:
     try:
         image = prebuilt.read_image_json(source)
         _copy_metadata(source, output)
@@ -62,6 +62,7 @@ def _record_image(source: Path, output: Path, label: str, log: StepLog) -> int:
             label=label,
             k8scc_version=__version__,
         ).write(output)
+        configuration.record(config, output)
     except BaseException:
         _empty(output)
         raise
@@ -73,13 +74,14 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     source, metadata_dir, output = (Path(a) for a in argv)
     metadata = read_metadata(metadata_dir)
     log.chaincode = metadata.label
-    config = configuration.load(configfile.locate(bin_dir))
+    config_path = configfile.locate(bin_dir)
+    config = configuration.load(config_path)
     log.debug = config.debug
     platform = require_platform(metadata.type, config.platforms, config.path)
     if not output.is_dir() or any(output.iterdir()):
         raise K8sccError(f"BUILD_OUTPUT_DIR {output} must be an existing empty directory")
     if platform.prebuilt:
-        return _record_image(source, output, metadata.label, log)
+        return _record_image(source, output, metadata.label, config_path, log)
     chosen = rules.effective(config, rules.BUILD, platform.name, metadata.label)
     config = chosen.config
     settings = config.platforms[platform.name]
@@ -132,6 +134,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             k8scc_version=__version__,
             architecture=architecture,
         ).write(output)
+        configuration.record(config_path, output)
     except BaseException as error:
         _empty(output)
         seconds = cleanup_seconds(kube, error)

@@ -31,7 +31,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     chaincode = read_chaincode_json(run_metadata)
     log.chaincode = chaincode.chaincode_id
     info = buildinfo.read(build_output)
-    config = configuration.load(configfile.locate(bin_dir))
+    config = configuration.load(configfile.locate(bin_dir), recorded_in=build_output)
     log.debug = config.debug
     platform = require_platform(info.platform, config.platforms, config.path)
     chosen = rules.effective(
