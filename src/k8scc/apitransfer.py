@@ -1,6 +1,6 @@
 """Moving files between the peer and its pods through the Kubernetes API, with no volume: the
 way kubectl cp does, tar streams over exec, which every Fabric image can run (sh, tar, head,
-sha256sum). Each pod holds its files in an emptyDir mounted at POD_DIR.
+sha256sum). Each pod holds its files in an emptyDir mounted at podscripts.POD_DIR.
 
 A pod that needs files starts with the init container `receive`, which waits for them; `run`
 or `build` packs the tree, and once that container runs, streams the tar into it with its
@@ -8,7 +8,8 @@ sha256 and size: the pod keeps exactly that many bytes, checks the digest and un
 A build's output comes back from the `hold` container, which keeps the pod (and its emptyDir)
 alive after the build container ends: it packs the output, says its digest and size, and
 sends it; the peer's copy is checked against that digest and unpacked with archive.unpack's
-checks. Nothing is written outside the pod but anonymous temporary files, gone with `run`."""
+checks. Nothing is written outside the pod but anonymous temporary files, gone with `run`. The
+scripts the pods run are in podscripts.py."""
 
 from __future__ import annotations
 
@@ -20,55 +21,10 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from k8scc import archive
 from k8scc.errors import K8sccError
+from k8scc.podscripts import HOLDER, RECEIVE_SCRIPT, RECEIVER, SEND_SCRIPT
 
 if TYPE_CHECKING:
     from k8scc.kube import Kube
-
-POD_DIR = "/k8scc"
-RECEIVED = f"{POD_DIR}/.received"
-INPUT = "input"
-OUTPUT = "output"
-RECEIVER = "receive"
-HOLDER = "hold"
-
-# The init container: waits (argument: seconds) for the exec below to have unpacked the files.
-WAIT_SCRIPT = f"""i=0
-while [ ! -e {RECEIVED} ]; do
-  i=$((i + 1))
-  if [ "$i" -gt $(($1 * 10)) ]; then
-    echo "k8scc: no files arrived within $1 s" >&2
-    exit 1
-  fi
-  sleep 0.1
-done"""
-# Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
-# command ends without waiting for the end of stdin (which v4 streams cannot send).
-RECEIVE_SCRIPT = f"""set -e
-head -c "$2" > {POD_DIR}/.input.tar
-set -- "$1" "$2" $(sha256sum {POD_DIR}/.input.tar)
-if [ "$3" != "$1" ]; then
-  size=$(($(wc -c < {POD_DIR}/.input.tar)))
-  echo "k8scc: the files arrived damaged: $size bytes of sha256 $3, sent $2 of $1" >&2
-  exit 3
-fi
-mkdir -p {POD_DIR}/{INPUT} {POD_DIR}/{OUTPUT}
-tar -xf {POD_DIR}/.input.tar -C {POD_DIR}/{INPUT}
-rm {POD_DIR}/.input.tar
-touch {RECEIVED}"""
-# Argument: the most bytes the peer takes. Prints "k8scc-sha256 <digest> <size>" on stderr,
-# then the tar on stdout.
-SEND_SCRIPT = f"""set -e
-tar -cf {POD_DIR}/.output.tar -C {POD_DIR}/{OUTPUT} .
-size=$(($(wc -c < {POD_DIR}/.output.tar)))
-if [ "$size" -gt "$1" ]; then
-  echo "k8scc: the build output is $size bytes, more than transfer.maxSize ($1 bytes)" >&2
-  exit 4
-fi
-set -- $(sha256sum {POD_DIR}/.output.tar)
-echo "k8scc-sha256 $1 $size" >&2
-cat {POD_DIR}/.output.tar"""
-# The `hold` container: lives until the pod is deleted, and stops at once when told to.
-HOLD_SCRIPT = 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
 
 DIGEST_LINE = re.compile(r"k8scc-sha256 ([0-9a-f]{64}) ([0-9]+)")
 # A stream with nothing to read for this long is dead; a pod sends steadily once it sends.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from k8scc import apitransfer, buildcache, names
+from k8scc import buildcache, names, podscripts
 from k8scc.config import BuildCache, Config, PlatformConfig, Resources
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
@@ -170,8 +170,8 @@ def _stream_container(
     script: list[str],
     resources: dict[str, Any],
 ) -> dict[str, Any]:
-    """A container that moves the pod's files through the API (apitransfer.py); the same
-    hardening as the pod's own, writing only to the pod's emptyDir."""
+    """A container that moves the pod's files through the API (apitransfer.py, podscripts.py):
+    the same hardening as the pod's own, writing only to the pod's emptyDir."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -180,7 +180,7 @@ def _stream_container(
         "command": ["/bin/sh", "-c", *script],
         "securityContext": _container_security(settings, read_only_root=True),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": TRANSFER_VOLUME, "mountPath": apitransfer.POD_DIR}],
+        "volumeMounts": [{"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR}],
     }
     if resources:
         container["resources"] = resources
@@ -191,8 +191,8 @@ def _receiver(
     config: Config, settings: PlatformConfig, image: str, resources: dict[str, Any]
 ) -> dict[str, Any]:
     seconds = str(max(1, int(config.start_timeout)))
-    script = [apitransfer.WAIT_SCRIPT, "k8scc-wait", seconds]
-    return _stream_container(config, settings, apitransfer.RECEIVER, image, script, resources)
+    script = [podscripts.WAIT_SCRIPT, "k8scc-wait", seconds]
+    return _stream_container(config, settings, podscripts.RECEIVER, image, script, resources)
 
 
 # The `hold` container only keeps the pod alive and sends its output back: a quota that asks
@@ -273,12 +273,12 @@ def builder_pod(
     if _through_api(config):
         image = settings.build_image
         spec["initContainers"].append(_receiver(config, settings, image, resources))
-        hold = [apitransfer.HOLD_SCRIPT]
+        hold = [podscripts.HOLD_SCRIPT]
         spec["containers"].append(
             _stream_container(
                 config,
                 settings,
-                apitransfer.HOLDER,
+                podscripts.HOLDER,
                 image,
                 hold,
                 HOLD_RESOURCES if resources.get("limits") else {},

@@ -1,0 +1,52 @@
+"""What runs inside the pods in transfer mode api (apitransfer.py says how files move): the
+directory of the pod's emptyDir, the names of the containers that receive and hold files, and
+the shell scripts they and the exec streams run. Apart from apitransfer.py so that rendering a
+pod does not load what packs and unpacks trees."""
+
+from __future__ import annotations
+
+POD_DIR = "/k8scc"
+RECEIVED = f"{POD_DIR}/.received"
+INPUT = "input"
+OUTPUT = "output"
+RECEIVER = "receive"
+HOLDER = "hold"
+
+# The init container: waits (argument: seconds) for the exec below to have unpacked the files.
+WAIT_SCRIPT = f"""i=0
+while [ ! -e {RECEIVED} ]; do
+  i=$((i + 1))
+  if [ "$i" -gt $(($1 * 10)) ]; then
+    echo "k8scc: no files arrived within $1 s" >&2
+    exit 1
+  fi
+  sleep 0.1
+done"""
+# Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
+# command ends without waiting for the end of stdin (which v4 streams cannot send).
+RECEIVE_SCRIPT = f"""set -e
+head -c "$2" > {POD_DIR}/.input.tar
+set -- "$1" "$2" $(sha256sum {POD_DIR}/.input.tar)
+if [ "$3" != "$1" ]; then
+  size=$(($(wc -c < {POD_DIR}/.input.tar)))
+  echo "k8scc: the files arrived damaged: $size bytes of sha256 $3, sent $2 of $1" >&2
+  exit 3
+fi
+mkdir -p {POD_DIR}/{INPUT} {POD_DIR}/{OUTPUT}
+tar -xf {POD_DIR}/.input.tar -C {POD_DIR}/{INPUT}
+rm {POD_DIR}/.input.tar
+touch {RECEIVED}"""
+# Argument: the most bytes the peer takes. Prints "k8scc-sha256 <digest> <size>" on stderr,
+# then the tar on stdout.
+SEND_SCRIPT = f"""set -e
+tar -cf {POD_DIR}/.output.tar -C {POD_DIR}/{OUTPUT} .
+size=$(($(wc -c < {POD_DIR}/.output.tar)))
+if [ "$size" -gt "$1" ]; then
+  echo "k8scc: the build output is $size bytes, more than transfer.maxSize ($1 bytes)" >&2
+  exit 4
+fi
+set -- $(sha256sum {POD_DIR}/.output.tar)
+echo "k8scc-sha256 $1 $size" >&2
+cat {POD_DIR}/.output.tar"""
+# The `hold` container: lives until the pod is deleted, and stops at once when told to.
+HOLD_SCRIPT = 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'
