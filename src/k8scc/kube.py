@@ -7,7 +7,6 @@ transport.py, following a log in podlog.py.
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from urllib.parse import quote
 from k8scc import kubeconfig, names, podexec
 from k8scc.config import Config
 from k8scc.errors import K8sccError
+from k8scc.http1 import Response
 from k8scc.podexec import Exited
 from k8scc.transport import (
     TRANSPORT_ERRORS,
@@ -408,7 +408,7 @@ class Kube:
     @contextmanager
     def log_stream(
         self, name: str, query: dict[str, Any], read_seconds: float
-    ) -> Iterator[http.client.HTTPResponse]:
+    ) -> Iterator[Response]:
         """The pod's log as the server streams it (podlog.py reads it)."""
         with self._http.stream(self._path("pods", name, "/log"), query, read_seconds) as response:
             yield response

@@ -9,12 +9,12 @@ one line may hold, and reports a failing stream as a warning, never as the chain
 
 from __future__ import annotations
 
-import http.client
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from k8scc.http1 import Response
 from k8scc.kube import Kube
 from k8scc.log import MAX_LINE
 from k8scc.transport import TRANSPORT_ERRORS, ApiError, describe, status_code
@@ -95,7 +95,7 @@ class LogFollower:
         return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
 
 
-def _read_line(response: http.client.HTTPResponse) -> str | None:
+def _read_line(response: Response) -> str | None:
     """The next line without its newline, at most MAX_LINE_BYTES of it; None at the end."""
     chunk = response.readline(MAX_LINE_BYTES + 1)
     if not chunk:

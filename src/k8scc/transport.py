@@ -1,7 +1,7 @@
-"""HTTPS to the Kubernetes API server over the standard library's client: requests share one
-kept-alive connection, streams have their own, TLS from a kubeconfig or a ServiceAccount (client
-keys only ever in memory), bearer tokens re-read on every request, and error responses turned
-into ApiError.
+"""HTTPS to the Kubernetes API server (HTTP/1.1 in http1.py): requests share one kept-alive
+connection, streams have their own, TLS from a kubeconfig or a ServiceAccount (client keys only
+ever in memory), bearer tokens re-read on every request, and error responses turned into
+ApiError.
 
 Why not a client library: `run` stays resident for as long as its chaincode runs, one process per
 chaincode, and the few REST calls k8scc makes do not justify the ~15 MB that an HTTP client stack
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import select
@@ -27,6 +26,7 @@ from urllib.parse import urlencode, urlsplit
 
 from k8scc import kubeconfig
 from k8scc.errors import K8sccError
+from k8scc.http1 import ProtocolError, Response, Wire, send
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # A Retry-After longer than this is the server's guess, not a promise; retrying sooner is fine.
@@ -44,7 +44,7 @@ class ApiError(Exception):
 
 
 # What a request can fail with before the API server answers: refused, reset, timed out, TLS.
-TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+TRANSPORT_ERRORS = (OSError, ProtocolError)
 
 
 def status_code(error: Exception) -> int | None:
@@ -61,7 +61,7 @@ def unavailable(error: Exception) -> bool:
     )
 
 
-def _retry_after(response: http.client.HTTPResponse) -> float | None:
+def _retry_after(response: Response) -> float | None:
     """The seconds a 429 or 503 asks us to wait; the HTTP-date form is left to our backoff."""
     value = (response.getheader("Retry-After") or "").strip()
     if response.status in (429, 503) and value.isdigit():
@@ -69,7 +69,7 @@ def _retry_after(response: http.client.HTTPResponse) -> float | None:
     return None
 
 
-def _error(response: http.client.HTTPResponse, body: bytes) -> ApiError:
+def _error(response: Response, body: bytes) -> ApiError:
     return ApiError(response.status, _message(body, response.status), _retry_after(response))
 
 
@@ -100,18 +100,20 @@ def status_text(status: Any, code: int) -> str:
     return " ".join(str(text).split()) if text else f"HTTP {code}"
 
 
-class _Connection(http.client.HTTPSConnection):
-    """An HTTPS connection that can check the certificate against a name other than the host
-    (a kubeconfig's tls-server-name)."""
+class _Connection:
+    """One TLS connection to the API server, opened when first used, whose certificate may be
+    checked against a name other than the host (a kubeconfig's tls-server-name)."""
 
     def __init__(
         self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str
     ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
+        self.host, self.port, self.timeout = host, port, timeout
         self._tls = context
         self._server_name = server_name
+        self.sock: socket.socket | None = None
+        self.wire: Wire | None = None
 
-    def connect(self) -> None:
+    def connect(self, receive_bytes: int | None = None) -> Wire:
         raw = socket.create_connection((self.host, self.port), self.timeout)
         try:
             # A small write (a WebSocket frame, the TLS handshake's last flight) must not wait
@@ -121,6 +123,21 @@ class _Connection(http.client.HTTPSConnection):
         except BaseException:
             raw.close()
             raise
+        self.wire = Wire(self.sock) if receive_bytes is None else Wire(self.sock, receive_bytes)
+        return self.wire
+
+    def exchange(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> Response:
+        """Sends a request and reads the head of its answer."""
+        wire = self.wire or self.connect()
+        send(wire.sock, method, target, headers, body)
+        return Response(wire)
+
+    def close(self) -> None:
+        sock, self.sock, self.wire = self.sock, None, None
+        if sock is not None:
+            sock.close()
 
 
 def _tls_context(
@@ -161,6 +178,7 @@ class Http:
         url = urlsplit(credentials.server)
         self.host = url.hostname or ""
         self.port = url.port or 443
+        self.authority = url.netloc
         self.prefix = url.path.rstrip("/")
         self.credentials = credentials
         self.timeout = timeout
@@ -198,7 +216,7 @@ class Http:
         return credentials.token
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "k8scc"}
+        headers = {"Host": self.authority, "Accept": "application/json", "User-Agent": "k8scc"}
         token = self._token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -237,7 +255,7 @@ class Http:
                 return
         connection.close()
 
-    def _send(
+    def _exchange(
         self,
         connection: _Connection,
         headers: dict[str, str],
@@ -246,13 +264,13 @@ class Http:
         query: dict[str, Any] | None,
         body: Any,
         content_type: str,
-    ) -> None:
+    ) -> Response:
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         target = self.prefix + path + (f"?{urlencode(query)}" if query else "")
-        connection.request(method, target, body=payload, headers=headers)
+        return connection.exchange(method, target, headers, payload)
 
     def request(
         self,
@@ -266,13 +284,12 @@ class Http:
         headers = self._headers()
         connection = self._take()
         try:
-            self._send(connection, headers, method, path, query, body, content_type)
-            response = connection.getresponse()
+            response = self._exchange(connection, headers, method, path, query, body, content_type)
             data = response.read()
         except BaseException:
             connection.close()
             raise
-        if response.will_close:
+        if response.will_close or not response.complete:
             connection.close()
         else:
             self._keep(connection)
@@ -284,24 +301,16 @@ class Http:
     @contextmanager
     def stream(
         self, path: str, query: dict[str, Any], read_timeout: float | None
-    ) -> Iterator[http.client.HTTPResponse]:
+    ) -> Iterator[Response]:
         """A GET whose body arrives over time (watch, log), read with `read_timeout`."""
         headers = self._headers()
         connection = self._connection()
         try:
-            self._send(connection, headers, "GET", path, query, None, "")
-        except BaseException:
-            connection.close()
-            raise
-        # Held here: getresponse() drops the connection's reference when the server will close
-        # after this response (HTTP/1.0, Connection: close), and the response reads on.
-        sock = connection.sock
-        try:
-            response = connection.getresponse()
+            response = self._exchange(connection, headers, "GET", path, query, None, "")
             if response.status >= 400:
                 raise _error(response, response.read())
-            if sock is not None:
-                sock.settimeout(read_timeout)
+            if connection.sock is not None:
+                connection.sock.settimeout(read_timeout)
             yield response
         finally:
             connection.close()
@@ -316,25 +325,22 @@ class Http:
         # No Accept: the API server serves a stream, and refuses an Accept it cannot meet.
         headers = {
             **{k: v for k, v in self._headers().items() if k != "Accept"},
-            "Host": self.host if self.port == 443 else f"{self.host}:{self.port}",
             "Connection": "Upgrade",
             "Upgrade": "websocket",
             "Sec-WebSocket-Version": "13",
             "Sec-WebSocket-Key": key,
             "Sec-WebSocket-Protocol": ", ".join(protocols),
         }
-        request = f"GET {self.prefix}{path}?{urlencode(query)} HTTP/1.1\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in headers.items()
-        )
         connection = self._connection()
-        connection.connect()
-        sock = connection.sock
-        connection.sock = None  # the socket is ours from here on
+        # A byte at a time: no frame that follows the answer is buffered away from the caller.
+        wire = connection.connect(receive_bytes=1)
+        sock = wire.sock
         try:
-            sock.sendall((request + "\r\n").encode())
-            code, answer = _read_head(sock)
+            send(sock, "GET", f"{self.prefix}{path}?{urlencode(query)}", headers, None)
+            answer = Response(wire)
+            code = answer.status
             if code != 101:
-                body = _read_body(sock, answer)
+                body = answer.read(MAX_ERROR_BYTES)
                 message = _message(body, code)
                 if message == f"HTTP {code}" and body.strip():
                     # Not a Status object: the server's own words, in one line.
@@ -343,11 +349,11 @@ class Http:
             accept = base64.b64encode(
                 hashlib.sha1((key + WEBSOCKET_GUID).encode(), usedforsecurity=False).digest()
             )
-            if answer.get("sec-websocket-accept") != accept.decode():
-                raise http.client.HTTPException("the server did not accept the WebSocket")
-            chosen = answer.get("sec-websocket-protocol", "")
+            if answer.getheader("sec-websocket-accept") != accept.decode():
+                raise ProtocolError("the server did not accept the WebSocket")
+            chosen = answer.getheader("sec-websocket-protocol") or ""
             if chosen not in protocols:
-                raise http.client.HTTPException(f"the server chose subprotocol {chosen!r}")
+                raise ProtocolError(f"the server chose subprotocol {chosen!r}")
             return sock, chosen
         except BaseException:
             sock.close()
@@ -360,6 +366,8 @@ def _still_open(connection: _Connection) -> bool:
     sock = connection.sock
     if sock is None:
         return False
+    if connection.wire is not None and connection.wire.buffered():
+        return False
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return False
     try:
@@ -369,37 +377,5 @@ def _still_open(connection: _Connection) -> bool:
     return not readable
 
 
-# An answer's head longer than this is not from an API server.
-MAX_HEAD_BYTES = 64 * 1024
-
-
-def _read_head(sock: socket.socket) -> tuple[int, dict[str, str]]:
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        if not byte or len(head) > MAX_HEAD_BYTES:
-            raise http.client.HTTPException("the server's answer ended before its headers")
-        head += byte
-    status, *lines = head.decode("latin-1").split("\r\n")
-    parts = status.split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise http.client.HTTPException(f"not an HTTP answer: {status[:80]!r}")
-    fields = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        if name:
-            fields[name.strip().lower()] = value.strip()
-    return int(parts[1]), fields
-
-
-def _read_body(sock: socket.socket, fields: dict[str, str]) -> bytes:
-    """An error answer's body, as far as its Content-Length says (a Status object)."""
-    length = fields.get("content-length", "")
-    wanted = min(int(length), MAX_HEAD_BYTES) if length.isdigit() else 0
-    body = b""
-    while len(body) < wanted:
-        chunk = sock.recv(wanted - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return body
+# An error answer's body longer than this is not a Status object.
+MAX_ERROR_BYTES = 64 * 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import ssl
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 
 from k8scc import kubeconfig
 from k8scc.errors import K8sccError
+from k8scc.http1 import ProtocolError
 from k8scc.transport import ApiError, describe, unavailable
 
 pytestmark = pytest.mark.unit
@@ -116,7 +116,7 @@ def test_in_cluster_needs_the_token(tmp_path: Path) -> None:
     [
         (ConnectionRefusedError(111, "Connection refused"), True),
         (TimeoutError("timed out"), True),
-        (http.client.RemoteDisconnected("closed"), True),
+        (ProtocolError("the connection ended in the middle of an answer"), True),
         (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), True),
         (ssl.SSLCertVerificationError(1, "certificate verify failed"), False),
         (ApiError(503, "unavailable"), True),
