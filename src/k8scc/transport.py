@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from k8scc import kubeconfig
 from k8scc.errors import K8sccError
 from k8scc.http1 import ProtocolError, Response, Wire, send
+
+if TYPE_CHECKING:
+    from k8scc.execplugin import ExecCredential
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # A Retry-After longer than this is the server's guess, not a promise; retrying sooner is fine.
@@ -183,7 +186,7 @@ class Http:
         self.credentials = credentials
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._exec: kubeconfig.ExecCredential | None = None
+        self._exec: ExecCredential | None = None
         self._renew = 0.0
         self._idle: _Connection | None = None
         self._context = _tls_context(
@@ -195,10 +198,13 @@ class Http:
         ServiceAccount tokens are rotated in place; an exec plugin runs again near expiry."""
         credentials = self.credentials
         if credentials.exec_plugin is not None:
+            # Imported here: few peers use a plugin, and only they need subprocess.
+            from k8scc import execplugin  # noqa: PLC0415
+
             with self._lock:
                 if self._exec is None or time.time() >= self._renew:
-                    self._exec = kubeconfig.run_exec_plugin(credentials.exec_plugin)
-                    self._renew = kubeconfig.renew_at(self._exec)
+                    self._exec = execplugin.run(credentials.exec_plugin)
+                    self._renew = execplugin.renew_at(self._exec)
                     if self._exec.client_cert_pem:
                         self._context = _tls_context(
                             credentials, self._exec.client_cert_pem, self._exec.client_key_pem

@@ -1,6 +1,7 @@
 """`run` starts on every launch's path: it reads the configuration from the record `build` left
 beside the output while the file still holds the text recorded, and loads neither the YAML
-parser nor http.client (with the email package) nor, in volume mode, tarfile."""
+parser nor http.client (with the email package) nor subprocess (for exec credential plugins)
+nor, in volume mode, tarfile."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def loaded(path: Path, output: Path) -> set[str]:
     return set(probed.stdout.split())
 
 
-HEAVY = {"yaml", "http.client", "email", "tarfile"}
+HEAVY = {"yaml", "http.client", "email", "tarfile", "subprocess"}
 
 
 def test_run_with_a_record_loads_nothing_heavy(tmp_path: Path) -> None:
