@@ -85,9 +85,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
             "≤ 50 ms median",
             lambda summary: bool(summary["median"] <= 50),
         )
+        if "first_request_ms" in figures:
+            add(f"run start → first request ({label})", "ms", figures["first_request_ms"])
         add(f"launch → pod Running ({label})", "s", figures["running_s"])
-        add(f"run peak RSS ({label})", "MB", figures["rss_peak_mb"], "≤ 30 MB", _at_most(30))
-        add(f"run steady RSS ({label})", "MB", figures["rss_steady_mb"], "≤ 30 MB", _at_most(30))
+        add(f"run peak RSS ({label})", "MB", figures["rss_peak_mb"], "≤ 25 MB", _at_most(25))
+        add(f"run steady RSS ({label})", "MB", figures["rss_steady_mb"], "≤ 25 MB", _at_most(25))
         add(f"API requests per launch ({label})", "", figures["requests"], "≤ 8", _at_most(8))
     if launch.get("empty") and launch.get("api"):
         api = launch["api"]

@@ -165,7 +165,17 @@ class Bench:
         config = {**BUILDER_CONFIG, "buildCache": {"claimName": CACHE_CLAIM} if cached else None}
         if api:
             config["transfer"] = {"mode": "api"}
-        builder = make_builder(self.testbed, name, workdir / "transfer", workdir, config, ACCOUNT)
+        # Credentials as a peer in a pod has them: its ServiceAccount's files, no kubeconfig,
+        # in a namespace of its own, as deploy/ recommends (so no pod of it is looked up).
+        builder = make_builder(
+            self.testbed,
+            name,
+            workdir / "transfer",
+            workdir,
+            config,
+            ACCOUNT,
+            peer_namespace=f"{name}-peer",
+        )
         return Space(name, builder, PodWatch(self.testbed.control_plane.client(), name))
 
     def add_unrelated_pods(self, space: Space, count: int) -> None:
@@ -380,11 +390,20 @@ class Bench:
         )
         return output
 
+    def built_in(self, space: Space, output: Path) -> Path:
+        """`output` as `build` in `space` leaves it: with the record of the space's own
+        configuration, which `run` reads instead of parsing the YAML."""
+        copy = self.scratch(f"bld-{space.name}")
+        shutil.copytree(output, copy, dirs_exist_ok=True)
+        configuration.record(space.builder.directory / "k8scc.yaml", copy)
+        return copy
+
     def launches(self, output: Path) -> dict[str, Any]:
         """Launches with the transfer volume in an empty namespace and beside unrelated pods,
         and with files through the API (`api`, empty namespace)."""
         empty, busy = self.space("empty"), self.space("busy")
         spaces = {"empty": empty, "busy": busy, "api": self.space("launch-api", api=True)}
+        outputs = {key: self.built_in(space, output) for key, space in spaces.items()}
         self.add_unrelated_pods(busy, self.settings.unrelated_pods)
         tiny = small_node_package(self.scratch("tiny"), "tiny_1.0")
         launch_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in spaces}
@@ -393,7 +412,7 @@ class Bench:
             for run in range(self.settings.runs):
                 for key in stats.interleaved(run, *spaces):
                     space = spaces[key]
-                    launched = self._launch(space, peer, output, f"{key}{run}")
+                    launched = self._launch(space, peer, outputs[key], f"{key}{run}")
                     launch_runs[key].append(launched)
                     self.log(
                         f"launch {key} run {run + 1}: registered {launched['registered_s']:.2f} s, "
@@ -418,6 +437,10 @@ class Bench:
                 )
                 registered = measured.pop("registered_wall")
                 accepted = audit.first_answer(requests, "create pods")
+                # Python's start, k8scc's imports and work, and the TLS handshake.
+                measured["first_request_ms"] = (
+                    1000 * (requests[0].received - window[0]) if requests else float("nan")
+                )
                 # From starting `run` to the API server storing the chaincode pod.
                 measured["accepted_ms"] = (
                     1000 * (accepted - window[0]) if accepted is not None else float("nan")
@@ -436,6 +459,7 @@ class Bench:
                     "requests",
                     "requests_to_registered",
                     "accepted_ms",
+                    "first_request_ms",
                     "stream_s",
                 )
             }
@@ -498,6 +522,7 @@ class Bench:
 
     def concurrency(self, output: Path) -> dict[str, Any]:
         space = self.space("many")
+        output = self.built_in(space, output)
         levels = self.settings.concurrency
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in levels}
         with FakePeer(

@@ -127,13 +127,26 @@ def make_builder(
     workdir: Path,
     extra: dict[str, Any] | None = None,
     account: str = "k8scc",
+    peer_namespace: str | None = None,
 ) -> Builder:
-    kubeconfig = testbed.control_plane.serviceaccount_kubeconfig(
-        namespace, account, workdir / "k8scc.kubeconfig"
-    )
+    """Given `peer_namespace`, the credentials are those of a peer in a pod of that namespace
+    (its ServiceAccount's files and the API server's address) instead of a kubeconfig."""
+    control_plane = testbed.control_plane
+    if peer_namespace is not None:
+        account_dir = control_plane.write_incluster_dir(namespace, account, workdir / "account")
+        (account_dir / "namespace").write_text(peer_namespace)
+        credentials = {
+            "serviceAccountDir": str(account_dir),
+            "kubernetesServer": control_plane.server,
+        }
+    else:
+        path = control_plane.serviceaccount_kubeconfig(
+            namespace, account, workdir / "k8scc.kubeconfig"
+        )
+        credentials = {"kubeconfig": str(path)}
     config: dict[str, Any] = {
         "namespace": namespace,
-        "kubeconfig": str(kubeconfig),
+        **credentials,
         "peer": {"id": "peer0.org1.example.com"},
         "transfer": {"claimName": "transfer", "mountPath": str(transfer)},
         "timeouts": {"stuck": "5s", "start": "60s"},

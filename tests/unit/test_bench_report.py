@@ -34,8 +34,8 @@ def launch(requests: dict[str, Any]) -> dict[str, Any]:
     return {
         "registered_s": s(1.5, 1.2, 2.0),
         "running_s": s(1.0, 0.9, 1.1),
-        "rss_peak_mb": s(28.0, 27.0, 29.0),
-        "rss_steady_mb": s(25.0, 24.0, 31.0),
+        "rss_peak_mb": s(23.0, 22.0, 24.0),
+        "rss_steady_mb": s(22.0, 21.0, 26.0),
         "requests": requests,
         "breakdown": {"create pods": 1, "watch pods": 1},
     }
