@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
-from k8scc import kubeconfig, names, podexec
+from k8scc import kubeconfig, names
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.http1 import Response
-from k8scc.podexec import Exited
 from k8scc.transport import (
     TRANSPORT_ERRORS,
     ApiError,
@@ -35,7 +34,9 @@ from k8scc.transport import (
     status_text,
     unavailable,
 )
-from k8scc.websocket import WebSocket, WebSocketError
+
+if TYPE_CHECKING:
+    from k8scc.podexec import Exited
 
 T = TypeVar("T")
 RETRY_SECONDS = 30.0
@@ -379,6 +380,11 @@ class Kube:
     ) -> Exited:
         """Runs `command` in the pod's container (podexec.py). Opening the stream is retried
         like any request; once it is open nothing is repeated, since the command has run."""
+        # Loaded here: only files through the API stream, and a launch's stream comes once its
+        # pod is created, off the path to the create.
+        from k8scc import podexec  # noqa: PLC0415
+        from k8scc.websocket import WebSocket, WebSocketError  # noqa: PLC0415
+
         query = [("container", container), ("stdout", "true"), ("stderr", "true")]
         query += [("stdin", "true")] if stdin is not None else []
         query += [("command", part) for part in command]

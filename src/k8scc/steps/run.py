@@ -11,7 +11,6 @@ from pathlib import Path
 from k8scc import buildinfo, configfile, identity, names, render, rules
 from k8scc import config as configuration
 from k8scc.cleanup import Cleanup
-from k8scc.collect import collect
 from k8scc.errors import K8sccError
 from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
@@ -19,7 +18,6 @@ from k8scc.metadata import read_chaincode_json
 from k8scc.peer import Owner
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import cleanup_seconds, pod_and_directory
-from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, choose
 
 # How long the pod of an earlier launch may take to stop, beyond its grace period.
@@ -45,9 +43,6 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
     log.pod = name
     launch = names.launch_name(name, names.nonce(4))
-    supervisor = Supervisor(
-        kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
-    )
     # Only what this launch created, by uid or create id: a newer launch may own the name.
     pod = Incarnation("pods", name)
     secret = Incarnation("secrets", launch)
@@ -61,7 +56,6 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     )
     if chaincode.tls:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
-    cleanup.add("stop following the pod", lambda _: supervisor.close())
     # A pod reads the volume as it starts; files through the API are packed while the pod is
     # scheduled and started, since its init container waits for them.
     stage_first = not platform.prebuilt and not transfer.through_api
@@ -82,6 +76,15 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             transfer.stage_run(launch, build_output / OUTPUT)
         # Directories of earlier launches killed before cleaning up; their pods are gone now.
         transfer.sweep(name, keep=launch)
+        # Loaded only now: following the pod and collecting leftovers are off the path to its
+        # create and its Secret's, which every launch waits for.
+        from k8scc.collect import collect  # noqa: PLC0415
+        from k8scc.supervise import Supervisor, failure  # noqa: PLC0415
+
+        supervisor = Supervisor(
+            kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
+        )
+        cleanup.add("stop following the pod", lambda _: supervisor.close())
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())
