@@ -5,6 +5,7 @@ loading the YAML parser. A record counts only while the file still holds that ex
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ def record(directory: Path, text: str, document: Any) -> None:
         return
     if json.loads(encoded)["document"] != document:
         return
-    (directory / FILE).write_text(encoded, encoding="utf-8")
+    # Only the peer reads it: the file may hold credentials (a proxy URL's password), and the
+    # build output is kept in the peer's ledger storage.
+    fd = os.open(directory / FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as record_file:
+        record_file.write(encoded)
 
 
 def recorded(directory: Path, text: str) -> Any | None:

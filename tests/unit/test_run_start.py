@@ -59,6 +59,12 @@ def test_run_with_a_record_loads_nothing_heavy(tmp_path: Path) -> None:
     assert (HEAVY | AFTER_CREATE) & loaded(path, output) == set()
 
 
+def test_only_the_peer_can_read_the_record(tmp_path: Path) -> None:
+    path, output = write(tmp_path, TEXT + "buildEnv: {GOPROXY: 'https://u:secret@proxy'}\n")
+    config.record(path, output)
+    assert (output / configrecord.FILE).stat().st_mode & 0o777 == 0o600
+
+
 def test_a_record_counts_only_for_the_text_it_was_read_from(tmp_path: Path) -> None:
     path, output = write(tmp_path)
     config.record(path, output)
