@@ -4,10 +4,10 @@ the architecture of the node it built on."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from k8scc.errors import K8sccError
+from k8scc.record import as_dict, record
 
 FILE = "k8scc-build.json"
 # `uname -m` -> the kubernetes.io/arch label (Go's GOARCH) of nodes of that architecture.
@@ -21,7 +21,7 @@ ARCHITECTURES = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class BuildInfo:
     platform: str
     build_image: str
@@ -32,7 +32,7 @@ class BuildInfo:
     architecture: str = ""
 
     def write(self, build_output: Path) -> None:
-        (build_output / FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        (build_output / FILE).write_text(json.dumps(as_dict(self), indent=2) + "\n")
 
 
 def read(build_output: Path) -> BuildInfo:

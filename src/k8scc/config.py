@@ -6,17 +6,16 @@ documented in docs/configuration.md.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from k8scc import buildcache, configfile, configrecord
+from k8scc import record as records
 from k8scc.errors import K8sccError
 from k8scc.platforms import PLATFORMS
 
@@ -37,7 +36,7 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 IMAGE_USER = "image"
 
 
-@dataclass(frozen=True)
+@records.record
 class PlatformConfig:
     build_image: str
     run_image: str
@@ -50,7 +49,7 @@ class PlatformConfig:
     non_root: bool
 
 
-@dataclass(frozen=True)
+@records.record
 class BuildCache:
     claim: str
     scope: str
@@ -58,24 +57,24 @@ class BuildCache:
     max_kib: int
 
 
-@dataclass(frozen=True)
+@records.record
 class Resources:
     requests: dict[str, str]
     limits: dict[str, str]
 
 
-@dataclass(frozen=True)
+@records.record
 class PodOverrides:
     """What a rule changes for one kind of pod; None or empty: unchanged."""
 
-    resources: Resources = field(default_factory=lambda: Resources({}, {}))
-    env: dict[str, str] = field(default_factory=dict)
+    resources: Resources = records.field(default_factory=lambda: Resources({}, {}))
+    env: dict[str, str] = records.field(default_factory=dict)
     env_from: list[dict[str, Any]] | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = records.field(default_factory=dict)
     tolerations: list[dict[str, Any]] | None = None
     affinity: dict[str, Any] | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = records.field(default_factory=dict)
+    annotations: dict[str, str] = records.field(default_factory=dict)
     host_aliases: list[dict[str, Any]] | None = None
     service_account_name: str | None = None
     image: str | None = None
@@ -85,7 +84,7 @@ class PodOverrides:
     timeout: float | None = None  # the build's timeout, or the chaincode's start timeout
 
 
-@dataclass(frozen=True)
+@records.record
 class Rule:
     index: int  # its place in the `chaincodes` list, as messages name it
     label: str | None
@@ -101,7 +100,7 @@ class Rule:
         return True
 
 
-@dataclass(frozen=True)
+@records.record
 class Config:
     path: Path | None
     namespace: str | None
@@ -135,9 +134,9 @@ class Config:
     service_account_name: str | None
     labels: dict[str, str]
     annotations: dict[str, str]
-    chaincode_env: dict[str, str] = field(default_factory=dict)
-    env_from: list[dict[str, Any]] = field(default_factory=list)
-    host_aliases: list[dict[str, Any]] = field(default_factory=list)
+    chaincode_env: dict[str, str] = records.field(default_factory=dict)
+    env_from: list[dict[str, Any]] = records.field(default_factory=list)
+    host_aliases: list[dict[str, Any]] = records.field(default_factory=list)
     rules: tuple[Rule, ...] = ()
     debug: bool = False
 
@@ -702,7 +701,7 @@ def validate(data: Any, path: Path | None = None) -> Config:
         debug=r.get(top, "debug", "", bool, False),
     )
     if config.leftover_age == math.inf:
-        config = dataclasses.replace(config, leftover_age=max(900.0, 2 * config.build_timeout))
+        config = records.replace(config, leftover_age=max(900.0, 2 * config.build_timeout))
     elif config.leftover_age <= config.build_timeout:
         # A live build's pod would be collected as another build's leftover.
         r.errors.append("timeouts.leftovers: must be longer than timeouts.build")

@@ -10,7 +10,6 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.metadata import ChaincodeJson
 from k8scc.platforms import FROM_SOURCE, PLATFORMS
+from k8scc.record import record
 
 # Everything k8scc asks of Kubernetes, as (verb, resource[/subresource]) in the core API group;
 # STREAM_PERMISSIONS only in transfer mode api. deploy/chaincode/rbac.yaml's Role grants exactly
@@ -49,7 +49,7 @@ _PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nazhzY2MgZG9jdG9y\n-----END PRIV
 _PLACEHOLDER_IMAGE = f"k8scc-doctor.invalid/chaincode@sha256:{'0' * 64}"
 
 
-@dataclass(frozen=True)
+@record
 class Result:
     check: str
     passed: bool

@@ -8,19 +8,19 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from k8scc.errors import K8sccError
 from k8scc.kubeconfig import ExecPlugin
+from k8scc.record import record
 
 EXEC_TIMEOUT_SECONDS = 60.0
 # Plugins return short-lived credentials; renewing a little early avoids a request racing expiry.
 EXEC_RENEW_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
+@record
 class ExecCredential:
     token: str | None
     client_cert_pem: str | None

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
@@ -24,6 +23,7 @@ from k8scc import kubeconfig, names
 from k8scc.config import Config
 from k8scc.errors import K8sccError
 from k8scc.http1 import Response
+from k8scc.record import field, mutable_record
 from k8scc.transport import (
     TRANSPORT_ERRORS,
     ApiError,
@@ -48,7 +48,7 @@ WATCH_READ_SECONDS = WATCH_SECONDS + 30
 FIELD_MANAGER = "k8scc"
 
 
-@dataclass
+@mutable_record
 class Incarnation:
     """One create call's object. Named, with its random create id, before the request goes
     out, so that a step stopped while the create is under way can still find what it stored;

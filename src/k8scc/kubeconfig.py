@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k8scc.errors import K8sccError
+from k8scc.record import field, record
 
 
-@dataclass(frozen=True)
+@record
 class ExecPlugin:
     """A client-go exec credential plugin (client.authentication.k8s.io)."""
 
@@ -28,7 +28,7 @@ class ExecPlugin:
     api_version: str
 
 
-@dataclass(frozen=True)
+@record
 class Credentials:
     server: str
     namespace: str | None = None

@@ -3,14 +3,15 @@ what k8scc creates. Plain data, so rendering needs no Kubernetes client; identit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from k8scc.record import record
 
 # The peer pod's uid, which its spec hands down (fieldRef metadata.uid) and core.yaml propagates.
 POD_UID_ENV = "K8SCC_PEER_POD_UID"
 
 
-@dataclass(frozen=True)
+@record
 class Owner:
     """The peer's own Pod, named as owner so Kubernetes removes our objects with it."""
 
@@ -21,7 +22,7 @@ class Owner:
         return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
 
 
-@dataclass(frozen=True)
+@record
 class Identity:
     """Who launches: the peer id, the pod (or host) the peer runs in, and the pod that owns
     what we create when there is one."""

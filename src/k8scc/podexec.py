@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
+from k8scc.record import record
 from k8scc.transport import status_text
 from k8scc.websocket import WebSocket, WebSocketError
 
@@ -20,7 +20,7 @@ CHUNK = 64 * 1024
 MAX_STDERR = 16 * 1024
 
 
-@dataclass(frozen=True)
+@record
 class Exited:
     """How the command ended: `code` 0 for success, else its exit code, or -1 when it did not
     run at all (`message` says why, in the API server's words); what it wrote on stderr."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from k8scc.http1 import Response
 from k8scc.kube import Kube
 from k8scc.log import MAX_LINE
+from k8scc.record import mutable_record
 from k8scc.transport import TRANSPORT_ERRORS, ApiError, describe, status_code
 
 # What one line may hold as it is read, so an endless line costs no memory: it is cut, with a
@@ -28,7 +28,7 @@ READ_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
-@dataclass
+@mutable_record
 class LogFollower:
     kube: Kube
     name: str

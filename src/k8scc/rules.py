@@ -9,17 +9,17 @@ nodeSelector, resource requests and limits) merge key by key, every other value 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
+from k8scc import record as records
 from k8scc.config import IMAGE_USER, Config, PodOverrides, Resources, Rule
 from k8scc.platforms import PLATFORMS
+from k8scc.record import record
 
 BUILD, RUN = "build", "run"
 
 
-@dataclass(frozen=True)
+@record
 class Effective:
     """One pod's configuration; `run_image` replaces the image the build recorded, if set."""
 
@@ -69,9 +69,9 @@ def fields_set(overrides: PodOverrides | None) -> list[str]:
         return []
     unset = PodOverrides()
     return [
-        _YAML_NAMES.get(field.name, field.name)
-        for field in dataclasses.fields(overrides)
-        if getattr(overrides, field.name) != getattr(unset, field.name)
+        _YAML_NAMES.get(name, name)
+        for name in records.fields(overrides)
+        if getattr(overrides, name) != getattr(unset, name)
     ]
 
 
@@ -94,14 +94,14 @@ def _apply(config: Config, step: str, platform: str, o: PodOverrides) -> Config:
     settings = config.platforms[platform]
     if o.run_as_user is not None:
         uid = None if o.run_as_user == IMAGE_USER else int(o.run_as_user)
-        settings = dataclasses.replace(
+        settings = records.replace(
             settings,
             run_as_user=uid,
             run_as_group=None if uid is None else o.run_as_group or uid,
             non_root=uid is not None or PLATFORMS[platform].image_user_non_root,
         )
     elif o.run_as_group is not None:
-        settings = dataclasses.replace(settings, run_as_group=o.run_as_group)
+        settings = records.replace(settings, run_as_group=o.run_as_group)
     changes: dict[str, Any] = {
         "node_selector": {**config.node_selector, **o.node_selector},
         "labels": {**config.labels, **o.labels},
@@ -110,7 +110,7 @@ def _apply(config: Config, step: str, platform: str, o: PodOverrides) -> Config:
     if step == BUILD:
         changes["builder_resources"] = _merged(config.builder_resources, o.resources)
         # The platform's own buildEnv wins over the top-level one; a rule wins over both.
-        settings = dataclasses.replace(
+        settings = records.replace(
             settings,
             build_env={**settings.build_env, **o.env},
             build_image=o.image or settings.build_image,
@@ -129,4 +129,4 @@ def _apply(config: Config, step: str, platform: str, o: PodOverrides) -> Config:
     if o.termination_grace is not None:
         changes["termination_grace"] = o.termination_grace
     changes["platforms"] = {**config.platforms, platform: settings}
-    return dataclasses.replace(config, **changes)
+    return records.replace(config, **changes)

@@ -9,13 +9,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.log import StepLog
 from k8scc.podlog import LogFollower
+from k8scc.record import record
 
 # Waiting reasons no retry cures: the step fails once one has lasted timeouts.stuck.
 STUCK_REASONS = frozenset(
@@ -40,7 +40,7 @@ MISSING_IMAGE = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@record
 class Waiting:
     """Why a pod has not started: `stuck` when it will not start by itself."""
 
@@ -49,7 +49,7 @@ class Waiting:
     stuck: bool
 
 
-@dataclass(frozen=True)
+@record
 class Outcome:
     succeeded: bool
     pod: dict[str, Any]

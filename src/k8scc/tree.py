@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from k8scc.errors import K8sccError
+from k8scc.record import record
 
 # A symlink chain longer than this does not resolve (Linux's MAXSYMLINKS).
 MAX_LINK_HOPS = 40
@@ -58,7 +58,7 @@ def copied_mode(mode: int, least: int, read_only: bool = False) -> int:
     return bits & ~0o222 if read_only else bits
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     """One thing in the tree: `path` on disk, `parts` its components below the root, `mode`
     and `mtime` from lstat, `link` the target of a symlink."""

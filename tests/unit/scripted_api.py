@@ -10,7 +10,6 @@ connection it came on."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import socket
 import ssl
@@ -28,6 +27,7 @@ import trustme
 import yaml
 
 from k8scc import config
+from k8scc import record as records
 from k8scc.kube import Kube
 
 NAMESPACE = "ns"
@@ -172,7 +172,7 @@ class ScriptedApi:
         }
         path = directory / "kubeconfig"
         path.write_text(yaml.safe_dump(document))
-        return Kube.connect(dataclasses.replace(config.parse(""), kubeconfig=path))
+        return Kube.connect(records.replace(config.parse(""), kubeconfig=path))
 
     def finished(self) -> None:
         """Asserts that every request was expected and every step was asked for."""

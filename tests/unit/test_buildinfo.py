@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from k8scc import buildinfo
 from k8scc.buildinfo import BuildInfo
 from k8scc.errors import K8sccError
+from k8scc.record import as_dict
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +23,7 @@ def test_the_architecture_is_recorded_and_read_back(tmp_path: Path) -> None:
 
 
 def test_a_build_from_before_the_architecture_was_recorded_still_runs(tmp_path: Path) -> None:
-    old = asdict(BuildInfo("node", "b:1", "r:1", "cc", "0.2.0"))
+    old = as_dict(BuildInfo("node", "b:1", "r:1", "cc", "0.2.0"))
     del old["architecture"]
     (tmp_path / buildinfo.FILE).write_text(json.dumps(old))
     assert buildinfo.read(tmp_path).architecture == ""

@@ -1,7 +1,8 @@
 """`run` starts on every launch's path: it reads the configuration from the record `build` left
 beside the output while the file still holds the text recorded, and loads neither the YAML
 parser nor http.client (with the email package) nor subprocess (for exec credential plugins)
-nor, in volume mode, tarfile; what follows a running pod loads once the pod is created."""
+nor dataclasses (with inspect) nor, in volume mode, tarfile; what follows a running pod loads
+once the pod is created."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def loaded(path: Path, output: Path) -> set[str]:
     return set(probed.stdout.split())
 
 
-HEAVY = {"yaml", "http.client", "email", "tarfile", "subprocess"}
+HEAVY = {"yaml", "http.client", "email", "tarfile", "subprocess", "dataclasses", "inspect"}
 # Loaded once the pod is created: following it, streaming into it, collecting leftovers.
 AFTER_CREATE = {"k8scc.supervise", "k8scc.podlog", "k8scc.websocket", "k8scc.collect"}
 
