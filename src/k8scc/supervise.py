@@ -152,6 +152,10 @@ class Supervisor:
             queue.SimpleQueue()
         )
         self._log_thread: threading.Thread | None = None
+        # Whether the watch still runs (it has started and not failed), and whether it has
+        # seen the pod go.
+        self._watching = False
+        self._gone = False
 
     def _watch(self, uid: str, resource_version: str) -> None:
         try:
@@ -184,6 +188,7 @@ class Supervisor:
         threading.Thread(
             target=self._watch, args=(metadata["uid"], metadata["resourceVersion"]), daemon=True
         ).start()
+        self._watching = True
         created = time.monotonic()
         stuck_since: float | None = None
         image_missing = False
@@ -191,10 +196,7 @@ class Supervisor:
         pod: dict[str, Any] = {}
         phase = ""
         while True:
-            try:
-                item = self.events.get(timeout=0.5)
-            except queue.Empty:
-                item = None
+            item = self._next(0.5)
             if isinstance(item, BaseException):
                 raise item
             if item is not None:
@@ -239,6 +241,29 @@ class Supervisor:
                     seen += f", {state.reason}: {state.message}"
                 within = f"{self.start_timeout:.0f} s"
                 raise K8sccError(f"pod {self.name} did not start within {within} (phase {seen})")
+
+    def _next(self, seconds: float) -> tuple[str, dict[str, Any]] | BaseException | None:
+        """The watch's next event or the error that ended it, within `seconds`."""
+        try:
+            item = self.events.get(timeout=seconds)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            self._watching = False
+        elif item[0] == "DELETED":
+            self._gone = True
+        return item
+
+    def wait_deleted(self, deadline: float) -> bool | None:
+        """Whether the pod is gone by the time.monotonic() `deadline`, from the events of the
+        watch that follows it, so that a launch's end needs no watch of its own; None when
+        this watch cannot tell (it never started, or it failed)."""
+        while not self._gone and self._watching:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._next(left)
+        return True if self._gone else None
 
     def _drain_logs(self) -> None:
         """The log stream ends by itself after the container exits; give it a moment."""

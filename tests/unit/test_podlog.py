@@ -255,3 +255,52 @@ def test_a_pod_being_deleted_by_someone_else_is_reported_as_deleted(tmp_path: Pa
     log, outcome = wait_through(tmp_path, [deleting], stuck=0.5)
     assert isinstance(outcome, K8sccError), log
     assert str(outcome) == f"pod {NAME} was deleted"
+
+
+def deleted_after_success(tmp_path: Path, watch_fails: bool) -> tuple[bool, ScriptedApi]:
+    """A pod that succeeds, is deleted as a launch ends, and goes; says whether the launch saw
+    it go, and returns the server (for the requests it was asked)."""
+    deleted = threading.Event()
+    deleting = pod({"terminated": {"exitCode": 0}}, "Succeeded", "13")
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-03T05:00:09Z"
+    gone = pod({"terminated": {"exitCode": 0}}, "Succeeded", "14")
+    going = [{"type": "MODIFIED", "object": deleting}, {"type": "DELETED", "object": gone}]
+    if watch_fails:
+        going = [{"type": "ERROR", "object": status(403, "Forbidden", "watch refused")}]
+
+    def delete(_: list[Any]) -> dict[str, Any]:
+        deleted.set()
+        return deleting
+
+    script = [
+        Step("GET", pods_path(), Events([{"type": "MODIFIED", "object": DONE}], deleted, going)),
+        Step("DELETE", pods_path(NAME), Reply(200, delete)),
+    ]
+    if watch_fails:  # then the launch watches for the deletion itself
+        script += [
+            Step("GET", pods_path(NAME), Reply(200, deleting)),
+            Step("GET", pods_path(), Events([{"type": "DELETED", "object": gone}])),
+        ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        supervisor = Supervisor(kube, StepLog("run", stream=io.StringIO()), NAME, "cc", 60, 60)
+        assert supervisor.wait(RUNNING).succeeded
+        kube.delete_pod(NAME, uid=UID)
+        seen = supervisor.wait_deleted(time.monotonic() + 10)
+        if seen is None:
+            seen = kube.wait_pod_deleted(NAME, UID, 10)
+        supervisor.close()
+        api.finished()
+    return seen, api
+
+
+def test_a_launch_sees_its_pod_go_on_the_watch_that_follows_it(tmp_path: Path) -> None:
+    seen, api = deleted_after_success(tmp_path, watch_fails=False)
+    assert seen
+    assert [r.method for r in api.requests] == ["GET", "DELETE"]  # no watch of its own
+
+
+def test_a_launch_whose_watch_failed_watches_for_the_deletion_itself(tmp_path: Path) -> None:
+    seen, api = deleted_after_success(tmp_path, watch_fails=True)
+    assert seen
+    assert [r.method for r in api.requests] == ["GET", "DELETE", "GET", "GET"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k8scc import buildinfo, configfile, identity, names, render, rules
 from k8scc import config as configuration
@@ -19,6 +20,9 @@ from k8scc.peer import Owner
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import cleanup_seconds, pod_and_directory
 from k8scc.transfer import OUTPUT, choose
+
+if TYPE_CHECKING:
+    from k8scc.supervise import Supervisor
 
 # How long the pod of an earlier launch may take to stop, beyond its grace period.
 REPLACE_SECONDS = 30.0
@@ -47,12 +51,25 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     pod = Incarnation("pods", name)
     secret = Incarnation("secrets", launch)
     cleanup = Cleanup()
+    supervisor: Supervisor | None = None
+
+    def pod_gone(uid: str, deadline: float) -> bool:
+        # The watch that follows the pod sees it go: its end needs no request of its own.
+        seen = supervisor.wait_deleted(deadline) if supervisor is not None else None
+        if seen is None:
+            return kube.wait_pod_deleted(name, uid, deadline - time.monotonic())
+        return seen
+
+    def stop_following(_: float) -> None:
+        if supervisor is not None:
+            supervisor.close()
 
     # Undone newest first: the Secret (one quick request) before the pod, whose graceful stop
-    # may take the rest of the time.
+    # may take the rest of the time, and the pod followed (its last lines too) until it is gone.
+    cleanup.add("stop following the pod", stop_following)
     cleanup.add(
         f"delete pod {name} and its transfer directory",
-        pod_and_directory(kube, transfer, pod, launch, log),
+        pod_and_directory(kube, transfer, pod, launch, log, pod_gone),
     )
     if chaincode.tls:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
@@ -84,7 +101,6 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         supervisor = Supervisor(
             kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
         )
-        cleanup.add("stop following the pod", lambda _: supervisor.close())
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())

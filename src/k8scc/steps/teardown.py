@@ -43,19 +43,25 @@ def pod_then_directory(
 
 
 def pod_and_directory(
-    kube: Kube, transfer: Transfer, pod: Incarnation, directory: str, log: StepLog
+    kube: Kube,
+    transfer: Transfer,
+    pod: Incarnation,
+    directory: str,
+    log: StepLog,
+    gone: Callable[[str, float], bool],
 ) -> Callable[[float], None]:
     """For a pod that mounts its directory read-only (a launch): the directory goes as soon as
     the pod is told to stop, since nothing the pod does while it stops can change it, and its
-    grace period may outlast the step. It is removed again once the pod is gone, in case the
-    kubelet was still setting the pod up and made the directory anew."""
+    grace period may outlast the step. It is removed again once the pod is gone (`gone(uid,
+    deadline)` says whether it went in time), in case the kubelet was still setting the pod up
+    and made the directory anew."""
 
     def undo(deadline: float) -> None:
         uid = kube.stop_pod(pod)
         transfer.remove(directory)
         if uid is None:
             return
-        if kube.wait_pod_deleted(pod.name, uid, deadline - time.monotonic()):
+        if gone(uid, deadline):
             transfer.remove(directory)
         else:
             log.info(f"pod {pod.name} still stopping: it goes when its grace period ends")
