@@ -359,7 +359,8 @@ class Kube:
                     version = data["metadata"]["resourceVersion"]
                     delay = 0.2
                     yield kind, data
-                    if stop.is_set():
+                    # A deleted pod never returns: watching on would only cost requests.
+                    if stop.is_set() or kind == "DELETED":
                         return
             except (ApiError, ValueError, *TRANSPORT_ERRORS) as error:
                 if status_code(error) == 410:

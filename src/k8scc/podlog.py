@@ -16,7 +16,7 @@ from typing import Any
 from k8scc.http1 import Response
 from k8scc.kube import Kube
 from k8scc.log import MAX_LINE
-from k8scc.record import mutable_record
+from k8scc.record import field, mutable_record
 from k8scc.transport import TRANSPORT_ERRORS, ApiError, describe, status_code
 
 # What one line may hold as it is read, so an endless line costs no memory: it is cut, with a
@@ -36,6 +36,8 @@ class LogFollower:
     container: str
     on_line: Callable[[str], None]
     on_warning: Callable[[str], None]
+    # Set when the pod is about to be deleted: then the stream's end is the container's.
+    ending: threading.Event = field(default_factory=threading.Event)
     _last: str = ""  # the server's timestamp of the last line passed on, as a sortable key
 
     def follow(self, stop: threading.Event) -> None:
@@ -51,7 +53,7 @@ class LogFollower:
                     warned = describe(error)
                     self.on_warning(f"log stream of pod {self.name} failed, retrying: {warned}")
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            if stop.is_set() or self._finished():
+            if stop.is_set() or self.ending.is_set() or self._finished():
                 return
             stop.wait(backoff)
 

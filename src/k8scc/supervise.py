@@ -156,6 +156,7 @@ class Supervisor:
         # seen the pod go.
         self._watching = False
         self._gone = False
+        self._ending = threading.Event()
 
     def _watch(self, uid: str, resource_version: str) -> None:
         try:
@@ -167,7 +168,13 @@ class Supervisor:
     def _start_logs(self, uid: str) -> None:
         if self._log_thread is None:
             follower = LogFollower(
-                self.kube, self.name, uid, self.container, self.log.output, self.log.info
+                self.kube,
+                self.name,
+                uid,
+                self.container,
+                self.log.output,
+                self.log.info,
+                self._ending,
             )
             self._log_thread = threading.Thread(
                 target=follower.follow, args=(self.stop,), daemon=True
@@ -253,6 +260,11 @@ class Supervisor:
         elif item[0] == "DELETED":
             self._gone = True
         return item
+
+    def expect_deletion(self) -> None:
+        """The pod is about to be deleted: its log's end is its container's, to be taken as is
+        and not checked with a request."""
+        self._ending.set()
 
     def wait_deleted(self, deadline: float) -> bool | None:
         """Whether the pod is gone by the time.monotonic() `deadline`, from the events of the

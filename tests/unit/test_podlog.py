@@ -304,3 +304,18 @@ def test_a_launch_whose_watch_failed_watches_for_the_deletion_itself(tmp_path: P
     seen, api = deleted_after_success(tmp_path, watch_fails=True)
     assert seen
     assert [r.method for r in api.requests] == ["GET", "DELETE", "GET", "GET"]
+
+
+def test_a_log_that_ends_as_its_pod_is_deleted_is_not_checked_with_a_request(
+    tmp_path: Path,
+) -> None:
+    with scripted_api([Step("GET", LOG, Stream([FIRST, SECOND]))]) as api:
+        lines: list[str] = []
+        follower = podlog.LogFollower(
+            api.kube(tmp_path), NAME, UID, "chaincode", lines.append, lines.append
+        )
+        follower.ending.set()
+        follower.follow(threading.Event())
+        api.finished()
+    assert lines == ["first", "second"]
+    assert [r.path for r in api.requests] == [LOG]

@@ -101,6 +101,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         supervisor = Supervisor(
             kube, log, name, "chaincode", config.start_timeout, config.stuck_timeout
         )
+        cleanup.add("end following the pod", lambda _: supervisor.expect_deletion())
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())
