@@ -83,6 +83,11 @@ class Kube:
             raise K8sccError(f"cannot load Kubernetes credentials: {error}") from None
         return cls(credentials, config.namespace or credentials.namespace or "default")
 
+    def open_ahead(self) -> None:
+        """Starts connecting to the API server now, so that the first request finds its
+        handshakes done."""
+        self._http.open_ahead()
+
     @staticmethod
     def _credentials(config: Config) -> kubeconfig.Credentials:
         """An explicit kubeconfig, else the pod's ServiceAccount. The API address comes from

@@ -111,7 +111,7 @@ class _Connection:
         self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self._tls = context
+        self.context = context
         self._server_name = server_name
         self.sock: socket.socket | None = None
         self.wire: Wire | None = None
@@ -122,7 +122,7 @@ class _Connection:
             # A small write (a WebSocket frame, the TLS handshake's last flight) must not wait
             # for the server's delayed ACK of the one before.
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
+            self.sock = self.context.wrap_socket(raw, server_hostname=self._server_name)
         except BaseException:
             raw.close()
             raise
@@ -189,6 +189,7 @@ class Http:
         self._exec: ExecCredential | None = None
         self._renew = 0.0
         self._idle: _Connection | None = None
+        self._ahead: threading.Thread | None = None
         self._context = _tls_context(
             credentials, credentials.client_cert_pem, credentials.client_key_pem
         )
@@ -242,8 +243,35 @@ class Http:
         if idle is not None:
             idle.close()
 
+    def open_ahead(self) -> None:
+        """Opens the next request's connection in a thread, so that its TCP and TLS handshakes
+        overlap with whatever the caller does before that request."""
+        thread = threading.Thread(target=self._open, args=(self._connection(),), daemon=True)
+        with self._lock:
+            self._ahead = thread
+        thread.start()
+
+    def _open(self, connection: _Connection) -> None:
+        context = connection.context
+        try:
+            connection.connect()
+        except TRANSPORT_ERRORS:
+            # The request opens a connection of its own, and reports what fails then.
+            connection.close()
+            return
+        with self._lock:
+            # Not if an exec plugin's new certificate came meanwhile.
+            if self._idle is None and context is self._context:
+                self._idle = connection
+                return
+        connection.close()
+
     def _take(self) -> _Connection:
         """The kept connection if it is still open, else a new one."""
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.join(self.timeout)
         with self._lock:
             connection, self._idle = self._idle, None
         if connection is not None and _still_open(connection):
@@ -380,7 +408,21 @@ def _still_open(connection: _Connection) -> bool:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return False
-    return not readable
+    if not readable:
+        return True
+    # A TLS 1.3 server sends its session tickets after the handshake: a connection opened
+    # ahead is readable with no answer waiting. Reading without blocking takes them in.
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        sock.recv(1)  # anything, even the end, makes it unfit
+    except ssl.SSLWantReadError:
+        return True
+    except (OSError, ValueError):
+        pass
+    finally:
+        sock.settimeout(timeout)
+    return False
 
 
 # An error answer's body longer than this is not a Status object.

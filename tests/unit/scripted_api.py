@@ -125,6 +125,8 @@ class ScriptedApi:
         self.closing = threading.Event()
         # Set once the server has closed a connection after a `hang_up_after` answer.
         self.hung_up = threading.Event()
+        # Connections accepted (TLS handshake done), whether or not a request came on them.
+        self.accepted = 0
         self.ca = trustme.CA()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ca.issue_cert("127.0.0.1").configure_cert(context)
@@ -182,6 +184,10 @@ class ScriptedApi:
     def start(self) -> None:
         self._thread.start()
 
+    def stop_unstarted(self) -> None:
+        """Closes the port of a server never started."""
+        self._server.server_close()
+
     def stop(self) -> None:
         self.closing.set()
         self._server.shutdown()
@@ -205,6 +211,11 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
         # Headers and body go out in two writes: with Nagle, the body waits out the client's
         # delayed ACK (40 ms a request).
         disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            with api._lock:
+                api.accepted += 1
+            super().setup()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the requests are recorded; stderr noise would only bury test output

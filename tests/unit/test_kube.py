@@ -22,6 +22,7 @@ from tests.unit.scripted_api import (
     Hangup,
     Reply,
     Request,
+    ScriptedApi,
     Stall,
     Step,
     pods_path,
@@ -426,3 +427,34 @@ def test_connections_send_small_writes_without_waiting(tmp_path: Path) -> None:
         assert kept is not None and kept.sock is not None
         assert kept.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         api.finished()
+
+
+def test_a_connection_opened_ahead_carries_the_first_requests(tmp_path: Path) -> None:
+    """run opens its connection before it needs it: the handshakes are done by the time the
+    first request goes, and that request does not open a second connection."""
+    script = [
+        Step("POST", secrets_path(), Reply(201, lambda requests: stored(requests[-1:]))),
+        Step("DELETE", secrets_path(LAUNCH), Reply(200, {})),
+    ]
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        kube.open_ahead()
+        deadline = time.monotonic() + 5
+        while api.accepted == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (api.accepted, api.requests) == (1, [])
+        kube.create(secret(), Incarnation("secrets", LAUNCH))
+        kube.delete_secret(LAUNCH)
+        assert api.accepted == 1
+        assert len(api.connections()) == 1
+        api.finished()
+
+
+def test_a_connection_ahead_that_fails_leaves_the_request_its_own_error(tmp_path: Path) -> None:
+    api = ScriptedApi([])
+    kube = api.kube(tmp_path)
+    api.stop_unstarted()  # nothing listens on its port any more
+    kube.retry_seconds = 0
+    kube.open_ahead()
+    with pytest.raises(K8sccError, match="refused"):
+        kube.get_pod(NAME)
