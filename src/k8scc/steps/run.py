@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from k8scc import buildinfo, configfile, identity, names, render, rules
 from k8scc import config as configuration
+from k8scc.background import Background
 from k8scc.cleanup import Cleanup
 from k8scc.errors import K8sccError
 from k8scc.kube import Incarnation, Kube
@@ -42,6 +43,8 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     config = chosen.config
     image = chosen.run_image or info.run_image
     kube = Kube.connect(config)
+    # The handshakes overlap with the output's copy and the pod's rendering.
+    kube.open_ahead()
     who = identity.resolve(config, kube)
     transfer = choose(config, kube, names.peer_key(who.peer_id))
     name = names.chaincode_name(who.peer_id, chaincode.chaincode_id)
@@ -76,12 +79,15 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     # A pod reads the volume as it starts; files through the API are packed while the pod is
     # scheduled and started, since its init container waits for them.
     stage_first = not platform.prebuilt and not transfer.through_api
+    staging: Background | None = None
     try:
         if stage_first:
-            transfer.stage_run(launch, build_output / OUTPUT)
+            staging = Background(lambda: transfer.stage_run(launch, build_output / OUTPUT))
         manifest = render.chaincode_pod(
             config, platform, image, chaincode, name, who, launch, info.architecture
         )
+        if staging is not None:
+            staging.result()
         created = kube.replace_pod(manifest, pod, REPLACE_SECONDS + config.termination_grace)
         if chaincode.tls:
             # Created once the pod is accepted, owned by it from the start, so it goes with the
@@ -111,6 +117,8 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             return 0
         raise K8sccError(f"chaincode pod {name} failed: {failure(outcome.pod, 'chaincode')}")
     finally:
+        if staging is not None:
+            staging.join()  # before the cleanup removes what it copies
         error = sys.exc_info()[1]
         seconds = cleanup_seconds(kube, error)
         kube.finish_by(time.monotonic() + seconds)
