@@ -12,7 +12,14 @@ matplotlib.use("Agg")  # files only; no display on a build machine
 
 import matplotlib.pyplot as plt
 
-from bench.report import PLATFORMS, launch_labels
+from bench.report import (
+    ACCEPTED_TARGET_MS,
+    PLATFORMS,
+    REQUESTS_TARGET,
+    RSS_TARGET_MB,
+    WARM_SPEEDUP_TARGET,
+    launch_labels,
+)
 
 
 def _bars(
@@ -68,6 +75,28 @@ def write(results: dict[str, Any], directory: Path, stem: str) -> list[str]:
                 "host": [builds[p]["host_s"] for p in platforms],
             },
         )
+    caches = results.get("cache", {})
+    cached = [p for p in PLATFORMS if p in caches]
+    if cached:
+        _bars(
+            out("cache"),
+            "Builds on a build cache",
+            "s",
+            cached,
+            {
+                "cold (empty cache)": [caches[p]["cold_s"] for p in cached],
+                "second version (warm)": [caches[p]["warm_s"] for p in cached],
+                "two chaincodes at once": [caches[p]["together_s"] for p in cached],
+            },
+        )
+        _bars(
+            out("cache-speedup"),
+            "Cold build time / warm build time (the target is for Go)",
+            "x",
+            cached,
+            {"cold/warm": [caches[p]["speedup"] for p in cached]},
+            target=WARM_SPEEDUP_TARGET,
+        )
     launch = results.get("launch", {})
     labels = launch_labels(launch)
     keys = list(labels)
@@ -84,6 +113,17 @@ def write(results: dict[str, Any], directory: Path, stem: str) -> list[str]:
             },
         )
         _bars(
+            out("start"),
+            "From run starting to the API server",
+            "ms",
+            groups,
+            {
+                "first request received": [launch[k].get("first_request_ms") for k in keys],
+                "pod accepted": [launch[k].get("accepted_ms") for k in keys],
+            },
+            target=ACCEPTED_TARGET_MS,
+        )
+        _bars(
             out("memory"),
             "RSS of a run process",
             "MB",
@@ -92,7 +132,7 @@ def write(results: dict[str, Any], directory: Path, stem: str) -> list[str]:
                 "peak (VmHWM)": [launch[k]["rss_peak_mb"] for k in keys],
                 "steady (VmRSS)": [launch[k]["rss_steady_mb"] for k in keys],
             },
-            target=30,
+            target=RSS_TARGET_MB,
         )
         api_build = results.get("api_build", {})
         _bars(
@@ -104,7 +144,7 @@ def write(results: dict[str, Any], directory: Path, stem: str) -> list[str]:
                 "per launch": [launch[k]["requests"] for k in keys],
                 "per build": [api_build.get(k, {}).get("requests") for k in keys],
             },
-            target=8,
+            target=REQUESTS_TARGET,
         )
     concurrency = results.get("concurrency", {})
     if concurrency:

@@ -3,10 +3,12 @@ run, missed targets named."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import plots
 from bench.report import markdown, rows, table
 
 pytestmark = pytest.mark.unit
@@ -181,3 +183,22 @@ def test_a_launch_through_the_api_may_be_later_by_the_stream_time_only(
     assert stream.summary["median"] == 0.5
     assert found["launch → registered: api mode - volume mode"].met is met
     assert "launch → registered (files through the API, empty namespace)" in found
+
+
+def test_plots_show_the_build_cache_and_the_start_of_a_launch(tmp_path: Path) -> None:
+    figures = {
+        **launch(s(7, 7, 7)),
+        "accepted_ms": s(45, 40, 52),
+        "first_request_ms": s(41, 37, 49),
+    }
+    cache = {"cold_s": s(28, 27, 29), "warm_s": s(4, 3.9, 4.1), "speedup": s(7, 6.9, 7.1)}
+    written = plots.write(
+        results(
+            launch={"unrelated_pods": 20, "empty": figures},
+            cache={"golang": {**cache, "together_s": s(48, 47, 49)}},
+        ),
+        tmp_path,
+        "x",
+    )
+    assert {"x-cache.png", "x-cache-speedup.png", "x-start.png"} <= set(written)
+    assert all((tmp_path / name).stat().st_size > 0 for name in written)
