@@ -3,6 +3,7 @@ dashed lines."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ def _bars(
         axes.bar(xs, medians, width, yerr=[low, high], capsize=4, label=label)
     if target is not None:
         axes.axhline(target, color="red", linestyle="--", linewidth=1, label="target")
-    axes.set_xticks(range(len(groups)), groups)
+    # Wrapped: the launch sides' names are longer than a bar is wide.
+    axes.set_xticks(range(len(groups)), [textwrap.fill(group, 22) for group in groups])
     axes.set_ylabel(unit)
     axes.set_title(title)
     axes.legend()
