@@ -1,7 +1,8 @@
 """A pull-through package mirror on the node's bridge address, as operators run one inside their
 network: plain HTTP to pods, HTTPS upstream from the host. `/go/` serves the Go module proxy's
-protocol and `/npm/` the npm registry's, each passed through to the public registry; every path
-asked for is recorded, so a test sees which requests a build sent to the mirror."""
+protocol, `/npm/` the npm registry's and `/maven/` Maven Central's, each passed through to the
+public registry; every path asked for is recorded, so a test sees which requests a build sent
+to the mirror."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import urllib.request
 
 from testbed.relay import Server
 
-UPSTREAMS = {"go": "https://proxy.golang.org", "npm": "https://registry.npmjs.org"}
+UPSTREAMS = {
+    "go": "https://proxy.golang.org",
+    "npm": "https://registry.npmjs.org",
+    "maven": "https://repo.maven.apache.org/maven2",
+}
 # Headers of the client's request the registries answer by (npm's abbreviated metadata).
 PASSED_ON = ("Accept", "Accept-Encoding", "User-Agent")
 REQUEST_SECONDS = 60
@@ -24,25 +29,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        self._relay("GET")
+
+    def do_HEAD(self) -> None:
+        """Maven asks whether an artifact exists before it trusts a copy it already has."""
+        self._relay("HEAD")
+
+    def _relay(self, method: str) -> None:
         kind, _, rest = self.path.lstrip("/").partition("/")
         upstream = UPSTREAMS.get(kind)
         if upstream is None:
-            self._answer(404, b"no such mirror\n", {})
+            self._answer(404, b"no such mirror\n", {}, method)
             return
         self.server.requests.append(self.path)
         headers = {name: self.headers[name] for name in PASSED_ON if self.headers[name]}
         # https only: the upstreams above.
-        request = urllib.request.Request(f"{upstream}/{rest}", headers=headers)  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310
+            f"{upstream}/{rest}", headers=headers, method=method
+        )
         status, body, kept = _fetch(request)
-        self._answer(status, body, kept)
+        self._answer(status, body, kept, method)
 
-    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _answer(self, status: int, body: bytes, headers: dict[str, str], method: str) -> None:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if method != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the requests are recorded instead."""

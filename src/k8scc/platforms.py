@@ -14,6 +14,8 @@ INPUT_DIR = "/chaincode/input"
 OUTPUT_DIR = "/chaincode/output"
 # Where a builder sees its own part of the build cache (buildcache.py), when one is configured.
 CACHE_DIR = "/chaincode/cache"
+# Every pod's own writable directory (an emptyDir): HOME of uids an image does not know.
+SCRATCH_DIR = "/tmp"
 
 _STATIC = "-ldflags \"-linkmode external -extldflags '-static'\""
 
@@ -64,8 +66,33 @@ def node_build_script(path: str, cached: bool) -> str:
     )
 
 
+# Maven takes mirrors only from a settings file; fabric-javaenv has none to add one to. The URL
+# is read from the environment by Maven itself, so no value of the operator's is quoted here.
+# The mirror's id is `central`: what the image's offline repository holds was recorded as from
+# there, and Maven would otherwise ask the mirror again for every one of those files.
+MAVEN_SETTINGS = f"{SCRATCH_DIR}/k8scc-maven-settings.xml"
+_MAVEN_MIRROR_SETTINGS = (
+    "<settings><mirrors><mirror><id>central</id><mirrorOf>*</mirrorOf>"
+    "<url>${env.MAVEN_MIRROR_URL}</url></mirror></mirrors></settings>"
+)
+
+
 def java_build_script(path: str, cached: bool) -> str:
-    return "./build.sh"
+    """Fabric's `./build.sh`; with MAVEN_MIRROR_URL in the builder's environment, every Maven
+    repository is mirrored to it, through global settings (the image's user settings, if any,
+    still apply). Maven's wrappers take extra options from MAVEN_CONFIG, Maven 3.9's `mvn`
+    from MAVEN_ARGS: both are given, whichever launcher the package brings."""
+    option = f"-gs {MAVEN_SETTINGS}"
+    return "\n".join(
+        [
+            'if [ -n "${MAVEN_MIRROR_URL:-}" ]; then',
+            f"  printf '%s\\n' '{_MAVEN_MIRROR_SETTINGS}' > {MAVEN_SETTINGS}",
+            f'  export MAVEN_CONFIG="${{MAVEN_CONFIG:+$MAVEN_CONFIG }}{option}"',
+            f'  export MAVEN_ARGS="${{MAVEN_ARGS:+$MAVEN_ARGS }}{option}"',
+            "fi",
+            "./build.sh",
+        ]
+    )
 
 
 def golang_launch(peer_address: str) -> list[str]:

@@ -21,13 +21,12 @@ from k8scc import buildcache, names, podscripts
 from k8scc.config import BuildCache, Config, PlatformConfig, Resources
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
-from k8scc.platforms import CACHE_DIR, INPUT_DIR, OUTPUT_DIR, Platform
+from k8scc.platforms import CACHE_DIR, INPUT_DIR, OUTPUT_DIR, SCRATCH_DIR, Platform
 
 TLS_DIR = "/etc/hyperledger/fabric"
 # Where the builder leaves `uname -m` of its node, taken out before the output is collected.
 ARCH_FILE = ".k8scc-machine"
 ARCH_LABEL = "kubernetes.io/arch"
-SCRATCH_DIR = "/tmp"
 TRANSFER_VOLUME = "transfer"
 CACHE_VOLUME = "cache"
 # How long after a build marked its cache scope the scope counts as in use, beyond the build's

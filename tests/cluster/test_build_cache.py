@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,44 @@ def test_go_and_npm_mirrors_reach_the_build(
     _, output = build(builder, package, tmp_path / "node")
     assert (output / "output" / "node_modules" / "is-number" / "package.json").is_file()
     assert "/npm/is-number/-/is-number-7.0.0.tgz" in mirror.requests
+
+
+# Not in fabric-javaenv's offline repository: only a registry can give it.
+COMMONS_LANG = ("org.apache.commons", "commons-lang3", "3.17.0")
+
+
+@pytest.mark.podsecurity("baseline")  # Java runs as its image's user
+def test_a_maven_mirror_reaches_the_java_build(
+    testbed: Testbed, namespace: str, volume_dir: Path, tmp_path: Path, mirror: Mirror
+) -> None:
+    """The Java sample with a dependency the image does not hold: without the mirror it cannot
+    be built (Maven has no route off the machine here), with MAVEN_MIRROR_URL it comes through
+    the mirror and into the chaincode's jar."""
+    group, artifact, version = COMMONS_LANG
+    source, metadata = package_source("java", tmp_path, "lang_1.0")
+    pom = source / "src" / "pom.xml"
+    dependency = (
+        f"<dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+        f"<version>{version}</version></dependency>"
+    )
+    pom.write_text(pom.read_text().replace("<dependencies>", f"<dependencies>{dependency}", 1))
+    unmirrored = plain_builder(
+        testbed, namespace, volume_dir, tmp_path, {"buildEnv": {}, "buildCache": None}
+    )
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    failed = unmirrored.run("build", source, metadata, refused)
+    assert failed.returncode != 0
+    assert artifact in failed.stderr
+    assert list(refused.iterdir()) == []
+    settings = {"buildEnv": {"MAVEN_MIRROR_URL": mirror.url("maven")}, "buildCache": None}
+    (tmp_path / "mirrored").mkdir()
+    mirrored = make_builder(testbed, namespace, volume_dir, tmp_path / "mirrored", settings)
+    _, output = build(mirrored, (source, metadata), tmp_path / "with-mirror")
+    path = f"/maven/{group.replace('.', '/')}/{artifact}/{version}/{artifact}-{version}.jar"
+    assert path in mirror.requests
+    with zipfile.ZipFile(output / "output" / "chaincode.jar") as jar:
+        assert "org/apache/commons/lang3/StringUtils.class" in jar.namelist()
 
 
 def test_a_vendored_go_package_builds_with_no_network(

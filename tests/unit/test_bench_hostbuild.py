@@ -84,4 +84,4 @@ def test_java_builds_in_its_image_workdir(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     build = prepare(config, PLATFORMS["java"], "", source, tmp_path / "root", None, "/bin")
     assert build.cwd == tmp_path / "root" / "root" / "chaincode-java"
-    assert build.argv == ["/bin/sh", "-c", "./build.sh"]
+    assert build.argv == ["/bin/sh", "-c", PLATFORMS["java"].build_script("", False)]

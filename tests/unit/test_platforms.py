@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -264,9 +265,48 @@ def test_node_build_prefers_the_image_build_script(shell: Shell) -> None:
     assert shell.called()[2] == []
 
 
-def test_java_build_is_the_image_build_script() -> None:
-    assert platforms.java_build_script("ignored", False) == "./build.sh"
+def run_java_build(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], Path]:
+    """The Java build script in tmp_path, whose build.sh stands in for the image's: it prints
+    the options Maven's launchers would add."""
+    build = tmp_path / "build.sh"
+    build.write_text(
+        '#!/bin/sh\necho "config=${MAVEN_CONFIG-unset}"\necho "args=${MAVEN_ARGS-unset}"\n'
+    )
+    build.chmod(0o755)
+    settings = tmp_path / "settings.xml"
+    script = platforms.java_build_script("ignored", False)
+    result = subprocess.run(
+        ["/bin/sh", "-c", script.replace(platforms.MAVEN_SETTINGS, str(settings))],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.splitlines(), settings
+
+
+def test_java_build_is_the_image_build_script(tmp_path: Path) -> None:
+    assert platforms.java_build_script("ignored", False).endswith("\n./build.sh")
     assert PLATFORMS["java"].build_workdir == "/root/chaincode-java"
+    printed, settings = run_java_build(tmp_path, {})
+    assert printed == ["config=unset", "args=unset"]
+    assert not settings.exists()
+
+
+def test_a_maven_mirror_in_the_environment_reaches_every_maven_launcher(tmp_path: Path) -> None:
+    """Maven reads mirrors only from settings; the URL stays in the environment, where Maven's
+    own interpolation finds it, so nothing in it is taken for XML or shell."""
+    url = "http://mirror.example:8081/maven?a=1&b='2'"
+    printed, settings = run_java_build(tmp_path, {"MAVEN_MIRROR_URL": url, "MAVEN_ARGS": "-B"})
+    option = f"-gs {settings}"
+    assert printed == [f"config={option}", f"args=-B {option}"]
+    # The file this test's own script wrote.
+    mirror = ElementTree.parse(settings).getroot().find("mirrors/mirror")  # noqa: S314
+    assert mirror is not None
+    assert mirror.findtext("mirrorOf") == "*"
+    assert mirror.findtext("url") == "${env.MAVEN_MIRROR_URL}"
 
 
 ADDRESS = "peer0.org1.example.com:7052"
