@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from k8scc import archive
 from k8scc.errors import K8sccError
-from k8scc.podscripts import HOLDER, RECEIVE_SCRIPT, RECEIVER, SEND_SCRIPT
+from k8scc.podscripts import HOLDER, RECEIVE_SCRIPT, SEND_SCRIPT
 
 if TYPE_CHECKING:
     from k8scc.kube import Kube
@@ -69,17 +69,17 @@ class ApiTransfer:
     def stage_run(self, launch: str, build_output: Path) -> None:
         self._stage(build_output, "build output", read_only=True)
 
-    def delivery(self, pod: str) -> tuple[str, Callable[[], None]] | None:
-        """What the pod's supervisor does once the receiving container runs."""
-        return RECEIVER, lambda: self._deliver(pod)
+    def delivery(self, pod: str, container: str) -> tuple[str, Callable[[], None]] | None:
+        """What the pod's supervisor does once `container`, which waits for the files, runs."""
+        return container, lambda: self._deliver(pod, container)
 
-    def _deliver(self, pod: str) -> None:
+    def _deliver(self, pod: str, container: str) -> None:
         staged = self._staged
         if staged is None:
             raise K8sccError(f"nothing staged for pod {pod}")
         staged.seek(0)
         command = ["/bin/sh", "-c", RECEIVE_SCRIPT, "k8scc-receive", self._digest, str(self._size)]
-        exited = self.kube.exec(pod, RECEIVER, command, staged, lambda _: None, READ_SECONDS)
+        exited = self.kube.exec(pod, container, command, staged, lambda _: None, READ_SECONDS)
         if exited.code != 0:
             why = _complaint(exited.stderr, exited.message or f"exit code {exited.code}")
             raise K8sccError(f"sending files into pod {pod} failed: {why}")

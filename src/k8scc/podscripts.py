@@ -12,16 +12,20 @@ OUTPUT = "output"
 RECEIVER = "receive"
 HOLDER = "hold"
 
-# The init container: waits (argument: seconds) for the exec below to have unpacked the files.
+# Waits (argument: seconds) for the exec below to have unpacked the files: the builder pod's
+# init container, and the chaincode container before it runs the chaincode. Every 20 ms: a
+# launch waits this long beyond the stream, and the loop lasts only until the files are in.
 WAIT_SCRIPT = f"""i=0
 while [ ! -e {RECEIVED} ]; do
   i=$((i + 1))
-  if [ "$i" -gt $(($1 * 10)) ]; then
+  if [ "$i" -gt $(($1 * 50)) ]; then
     echo "k8scc: no files arrived within $1 s" >&2
     exit 1
   fi
-  sleep 0.1
+  sleep 0.02
 done"""
+# The chaincode container: its files, then the launch command (the arguments after the seconds).
+WAIT_THEN_EXEC = f'{WAIT_SCRIPT}\nshift\nexec "$@"'
 # Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
 # command ends without waiting for the end of stdin (which v4 streams cannot send).
 RECEIVE_SCRIPT = f"""set -e

@@ -28,6 +28,7 @@ TLS_DIR = "/etc/hyperledger/fabric"
 ARCH_FILE = ".k8scc-machine"
 ARCH_LABEL = "kubernetes.io/arch"
 TRANSFER_VOLUME = "transfer"
+CHAINCODE_CONTAINER = "chaincode"
 CACHE_VOLUME = "cache"
 # How long after a build marked its cache scope the scope counts as in use, beyond the build's
 # own timeout: the pod's deadline runs from its start, a little before the mark.
@@ -361,7 +362,7 @@ def chaincode_pod(
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
     if not platform.prebuilt:
-        # Through the API, the pod's receiver unpacks the output as `input` of its emptyDir.
+        # Through the API, the output is unpacked as `input` of the pod's emptyDir.
         part = "input" if _through_api(config) else "output"
         mounts.insert(
             0,
@@ -377,7 +378,7 @@ def chaincode_pod(
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         volumes.append({"name": "tls", "secret": {"secretName": launch, "defaultMode": 0o440}})
     container: dict[str, Any] = {
-        "name": "chaincode",
+        "name": CHAINCODE_CONTAINER,
         "image": run_image,
         "imagePullPolicy": config.image_pull_policy,
         "env": _env(chaincode_env(config, chaincode)),
@@ -388,6 +389,14 @@ def chaincode_pod(
     if not platform.prebuilt:
         container["args"] = platform.launch(chaincode.peer_address)
         container["workingDir"] = platform.output_dir
+        if _through_api(config):
+            # The files are streamed into this container itself, which starts the chaincode once
+            # they are there: an init container's exit would be noticed by the kubelet only at
+            # its next relist of container states, up to a second later.
+            seconds = str(max(1, int(config.start_timeout)))
+            wait = ["/bin/sh", "-c", podscripts.WAIT_THEN_EXEC, "k8scc-wait", seconds]
+            container["args"] = [*wait, *container["args"]]
+            mounts.append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
     resources = _resources(config.chaincode_resources)
     if resources:
         container["resources"] = resources
@@ -396,8 +405,6 @@ def chaincode_pod(
         spec["nodeSelector"] = {**spec.get("nodeSelector", {}), ARCH_LABEL: architecture}
     spec["containers"] = [container]
     spec["volumes"] = volumes
-    if _through_api(config) and not platform.prebuilt:
-        spec["initContainers"] = [_receiver(config, settings, run_image, resources)]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

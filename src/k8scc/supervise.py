@@ -115,10 +115,12 @@ def _running(pod: dict[str, Any], container: str) -> bool:
     return "running" in state or "terminated" in state
 
 
-def _init_running(pod: dict[str, Any], container: str) -> bool:
+def _started(pod: dict[str, Any], container: str) -> bool:
+    """The container, init or not, runs (and has not yet ended)."""
+    statuses = [*_init_statuses(pod), *(pod.get("status", {}).get("containerStatuses") or [])]
     return any(
         "running" in (status.get("state") or {})
-        for status in _init_statuses(pod)
+        for status in statuses
         if status.get("name") == container
     )
 
@@ -190,7 +192,7 @@ class Supervisor:
         """Follows the pod as its create returned it. Returns when the pod has ended, or with
         `container_ends` when its container has (a pod that holds its output for collection
         runs on); raises K8sccError when it cannot start, is stuck, or disappears.
-        `on_start` names an init container and what to do, once, when it runs."""
+        `on_start` names a container and what to do, once, when it runs."""
         metadata = created_pod["metadata"]
         threading.Thread(
             target=self._watch, args=(metadata["uid"], metadata["resourceVersion"]), daemon=True
@@ -215,7 +217,7 @@ class Supervisor:
                 if pod.get("status", {}).get("phase", "") != phase:
                     phase = pod["status"]["phase"]
                     self.log.info(f"pod phase {phase}")
-                if on_start is not None and _init_running(pod, on_start[0]):
+                if on_start is not None and _started(pod, on_start[0]):
                     starting = on_start[1]
                     on_start = None
                     starting()

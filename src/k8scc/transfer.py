@@ -55,7 +55,7 @@ class VolumeTransfer:
         self.mount_path = mount_path
         self.peer_key = peer_key
 
-    def delivery(self, pod: str) -> tuple[str, Callable[[], None]] | None:
+    def delivery(self, pod: str, container: str) -> tuple[str, Callable[[], None]] | None:
         return None
 
     def _dir(self, name: str) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from k8scc import config as configuration
-from k8scc import names, render
+from k8scc import names, podscripts, render
 from k8scc.config import Config
 from k8scc.metadata import ChaincodeJson
 from k8scc.peer import Identity, Owner
@@ -632,7 +632,8 @@ def test_api_mode_pods_pass_podsecurity_restricted(tls: PeerTls, name: str, kind
     """The receive and hold containers are held to the same rules as the pod's own."""
     pod = some_pod(configuration.parse(API), name, kind, tls)
     assert restricted_violations(pod) == []
-    assert "receive" in containers_named(pod, "initContainers")
+    if kind == "builder":
+        assert "receive" in containers_named(pod, "initContainers")
 
 
 @pytest.mark.parametrize("name", PLATFORM_NAMES)
@@ -681,10 +682,33 @@ def test_api_mode_chaincode_pod_reads_its_files_from_the_emptydir(tls: PeerTls, 
         "subPath": "input",
         "readOnly": True,
     }
-    [receive] = pod["spec"]["initContainers"]
-    assert receive["name"] == "receive"
-    assert receive["image"] == config.platforms[name].run_image
     assert list(containers_named(pod)) == ["chaincode"]
+    assert "initContainers" not in pod["spec"]
+
+
+@pytest.mark.parametrize("name", PLATFORM_NAMES)
+def test_api_mode_chaincode_container_waits_for_its_files_then_runs_fabrics_command(
+    tls: PeerTls, name: str
+) -> None:
+    """The files are streamed into the chaincode container itself: no init container whose
+    exit the kubelet would notice only at its next relist. The launch command is Fabric's,
+    run with exec once the files are unpacked, so the chaincode is the container's process."""
+    config = configuration.parse(API)
+    platform = PLATFORMS[name]
+    [container] = chaincode_pod(config, name, tls)["spec"]["containers"]
+    launch = platform.launch(ADDRESS)
+    assert container["args"] == [
+        "/bin/sh",
+        "-c",
+        podscripts.WAIT_THEN_EXEC,
+        "k8scc-wait",
+        str(int(config.start_timeout)),
+        *launch,
+    ]
+    assert {"name": "transfer", "mountPath": podscripts.POD_DIR} in container["volumeMounts"]
+    volume = configuration.parse("")
+    [plain] = chaincode_pod(volume, name, tls)["spec"]["containers"]
+    assert plain["args"] == launch
 
 
 def test_volume_mode_pods_have_no_init_containers(plain: Config, tls: PeerTls) -> None:

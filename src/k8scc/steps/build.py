@@ -19,6 +19,7 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
+from k8scc.podscripts import RECEIVER
 from k8scc.steps.teardown import cleanup_seconds, pod_then_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, choose
@@ -113,7 +114,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             + chosen.log_suffix()
         )
         outcome = supervisor.wait(
-            created, transfer.delivery(name), container_ends=transfer.through_api
+            created, transfer.delivery(name, RECEIVER), container_ends=transfer.through_api
         )
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")
