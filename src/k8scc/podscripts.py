@@ -9,13 +9,12 @@ POD_DIR = "/k8scc"
 RECEIVED = f"{POD_DIR}/.received"
 INPUT = "input"
 OUTPUT = "output"
-RECEIVER = "receive"
 HOLDER = "hold"
 
-# Waits (argument: seconds) for the exec below to have unpacked the files: the builder pod's
-# init container, and the chaincode container before it runs the chaincode. Every 20 ms: a
-# launch waits this long beyond the stream, and the loop lasts only until the files are in.
-WAIT_SCRIPT = f"""i=0
+# What the build and chaincode containers run first: waits (first argument: seconds) for the
+# exec below to have unpacked the files, then runs the rest of the arguments with exec. Every
+# 20 ms: a pod starts this long after its files at most, and the loop lasts only until then.
+WAIT_THEN_EXEC = f"""i=0
 while [ ! -e {RECEIVED} ]; do
   i=$((i + 1))
   if [ "$i" -gt $(($1 * 50)) ]; then
@@ -23,9 +22,10 @@ while [ ! -e {RECEIVED} ]; do
     exit 1
   fi
   sleep 0.02
-done"""
-# The chaincode container: its files, then the launch command (the arguments after the seconds).
-WAIT_THEN_EXEC = f'{WAIT_SCRIPT}\nshift\nexec "$@"'
+done
+shift
+exec "$@"
+"""
 # Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
 # command ends without waiting for the end of stdin (which v4 streams cannot send).
 RECEIVE_SCRIPT = f"""set -e

@@ -29,6 +29,7 @@ ARCH_FILE = ".k8scc-machine"
 ARCH_LABEL = "kubernetes.io/arch"
 TRANSFER_VOLUME = "transfer"
 CHAINCODE_CONTAINER = "chaincode"
+BUILD_CONTAINER = "build"
 CACHE_VOLUME = "cache"
 # How long after a build marked its cache scope the scope counts as in use, beyond the build's
 # own timeout: the pod's deadline runs from its start, a little before the mark.
@@ -187,12 +188,12 @@ def _stream_container(
     return container
 
 
-def _receiver(
-    config: Config, settings: PlatformConfig, image: str, resources: dict[str, Any]
-) -> dict[str, Any]:
+def _waiting(config: Config) -> list[str]:
+    """What a container's command is prefixed with to wait for the files streamed into it
+    (failing after timeouts.start), so that no init container has to exit first: the kubelet
+    would notice that only at its next relist of container states, up to a second later."""
     seconds = str(max(1, int(config.start_timeout)))
-    script = [podscripts.WAIT_SCRIPT, "k8scc-wait", seconds]
-    return _stream_container(config, settings, podscripts.RECEIVER, image, script, resources)
+    return ["/bin/sh", "-c", podscripts.WAIT_THEN_EXEC, "k8scc-wait", seconds]
 
 
 # The `hold` container only keeps the pod alive and sends its output back: a quota that asks
@@ -225,7 +226,7 @@ def builder_pod(
         f" chmod -R a+rwX {OUTPUT_DIR} 2>/dev/null; exit $status"
     )
     container: dict[str, Any] = {
-        "name": "build",
+        "name": BUILD_CONTAINER,
         "image": settings.build_image,
         "imagePullPolicy": config.image_pull_policy,
         # Only arguments, as Fabric sets only the container's Cmd: the image's ENTRYPOINT still
@@ -271,8 +272,10 @@ def builder_pod(
     ]
     spec["initContainers"] = []
     if _through_api(config):
+        # The build container waits for the source itself, as a chaincode container does.
+        container["args"] = [*_waiting(config), *container["args"]]
+        container["volumeMounts"].append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
         image = settings.build_image
-        spec["initContainers"].append(_receiver(config, settings, image, resources))
         hold = [podscripts.HOLD_SCRIPT]
         spec["containers"].append(
             _stream_container(
@@ -390,12 +393,7 @@ def chaincode_pod(
         container["args"] = platform.launch(chaincode.peer_address)
         container["workingDir"] = platform.output_dir
         if _through_api(config):
-            # The files are streamed into this container itself, which starts the chaincode once
-            # they are there: an init container's exit would be noticed by the kubelet only at
-            # its next relist of container states, up to a second later.
-            seconds = str(max(1, int(config.start_timeout)))
-            wait = ["/bin/sh", "-c", podscripts.WAIT_THEN_EXEC, "k8scc-wait", seconds]
-            container["args"] = [*wait, *container["args"]]
+            container["args"] = [*_waiting(config), *container["args"]]
             mounts.append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
     resources = _resources(config.chaincode_resources)
     if resources:

@@ -629,17 +629,18 @@ def containers_named(pod: dict[str, Any], key: str = "containers") -> dict[str, 
 @pytest.mark.parametrize("name", NON_ROOT_BY_DEFAULT)
 @pytest.mark.parametrize("kind", ["builder", "chaincode", "chaincode-no-tls"])
 def test_api_mode_pods_pass_podsecurity_restricted(tls: PeerTls, name: str, kind: str) -> None:
-    """The receive and hold containers are held to the same rules as the pod's own."""
+    """The hold container is held to the same rules as the pod's own."""
     pod = some_pod(configuration.parse(API), name, kind, tls)
     assert restricted_violations(pod) == []
     if kind == "builder":
-        assert "receive" in containers_named(pod, "initContainers")
+        assert "hold" in containers_named(pod)
 
 
 @pytest.mark.parametrize("name", PLATFORM_NAMES)
 def test_api_mode_builder_holds_its_files_in_an_emptydir(name: str) -> None:
-    """No claim anywhere: a receive init container and a hold container share the emptyDir
-    with the build, in the build's image, and mount it where the stream scripts expect it."""
+    """No claim anywhere: the build container waits for its source, streamed into it, and a
+    hold container in the build's image keeps the output; both mount the emptyDir where the
+    stream scripts expect it."""
     config = configuration.parse(API)
     pod = builder(config, name)
     volumes = volumes_of(pod)
@@ -659,15 +660,25 @@ def test_api_mode_builder_holds_its_files_in_an_emptydir(name: str) -> None:
         "mountPath": "/chaincode/output",
         "subPath": "output",
     }
-    image = config.platforms[name].build_image
-    [receive] = pod["spec"]["initContainers"]
+    assert mounts["/k8scc"] == {"name": "transfer", "mountPath": "/k8scc"}
     hold = boxes["hold"]
-    for box in (receive, hold):
-        assert box["image"] == image
-        assert box["volumeMounts"] == [{"name": "transfer", "mountPath": "/k8scc"}]
-        assert box["securityContext"]["readOnlyRootFilesystem"] is True
-    # The init container gives up after timeouts.start, so a pod no one feeds ends.
-    assert receive["command"][-1] == str(int(config.start_timeout))
+    assert hold["image"] == config.platforms[name].build_image
+    assert hold["volumeMounts"] == [{"name": "transfer", "mountPath": "/k8scc"}]
+    assert hold["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "initContainers" not in pod["spec"]
+    # The wait gives up after timeouts.start, so a pod no one feeds ends; then Fabric's build.
+    wait = [
+        "/bin/sh",
+        "-c",
+        podscripts.WAIT_THEN_EXEC,
+        "k8scc-wait",
+        str(int(config.start_timeout)),
+    ]
+    assert boxes["build"]["args"][:5] == wait
+    assert (
+        boxes["build"]["args"][5:]
+        == builder(configuration.parse(""), name)["spec"]["containers"][0]["args"]
+    )
 
 
 @pytest.mark.parametrize("name", PLATFORM_NAMES)

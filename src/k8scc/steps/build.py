@@ -19,7 +19,6 @@ from k8scc.kube import Incarnation, Kube
 from k8scc.log import StepLog
 from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
-from k8scc.podscripts import RECEIVER
 from k8scc.steps.teardown import cleanup_seconds, pod_then_directory
 from k8scc.supervise import Supervisor, failure
 from k8scc.transfer import OUTPUT, choose
@@ -93,7 +92,9 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     # Builds need no stable name (nothing looks for an old one); a random part keeps two
     # installs of one package, even from peers sharing an id, apart.
     name = names.build_name(who.peer_id, metadata.label, names.nonce(8))
-    supervisor = Supervisor(kube, log, name, "build", config.start_timeout, config.stuck_timeout)
+    supervisor = Supervisor(
+        kube, log, name, render.BUILD_CONTAINER, config.start_timeout, config.stuck_timeout
+    )
     pod = Incarnation("pods", name)
     cleanup = Cleanup()
 
@@ -114,7 +115,9 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             + chosen.log_suffix()
         )
         outcome = supervisor.wait(
-            created, transfer.delivery(name, RECEIVER), container_ends=transfer.through_api
+            created,
+            transfer.delivery(name, render.BUILD_CONTAINER),
+            container_ends=transfer.through_api,
         )
         if not outcome.succeeded:
             raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")

@@ -19,7 +19,6 @@ from k8scc.log import StepLog
 from k8scc.metadata import read_chaincode_json
 from k8scc.peer import Owner
 from k8scc.platforms import require_platform
-from k8scc.render import CHAINCODE_CONTAINER
 from k8scc.steps.teardown import cleanup_seconds, pod_and_directory
 from k8scc.transfer import OUTPUT, choose
 
@@ -106,14 +105,16 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         from k8scc.supervise import Supervisor, failure  # noqa: PLC0415
 
         supervisor = Supervisor(
-            kube, log, name, CHAINCODE_CONTAINER, config.start_timeout, config.stuck_timeout
+            kube, log, name, render.CHAINCODE_CONTAINER, config.start_timeout, config.stuck_timeout
         )
         cleanup.add("end following the pod", lambda _: supervisor.expect_deletion())
         # What killed steps left waits until the pod is on its way: the launch needs none of it.
         collect(kube, transfer, who.peer_id, config.leftover_age, log)
         log.info(f"chaincode pod started in image {image}" + chosen.log_suffix())
         # Files through the API go into the chaincode container, which waits for them.
-        delivery = None if platform.prebuilt else transfer.delivery(name, CHAINCODE_CONTAINER)
+        delivery = (
+            None if platform.prebuilt else transfer.delivery(name, render.CHAINCODE_CONTAINER)
+        )
         outcome = supervisor.wait(created, delivery)
         if outcome.succeeded:
             log.info("chaincode exited")
