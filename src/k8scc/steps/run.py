@@ -77,7 +77,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     if chaincode.tls:
         cleanup.add(f"delete secret {launch}", lambda _: kube.remove_secret(secret))
     # A pod reads the volume as it starts; files through the API are packed while the pod is
-    # scheduled and started, since its init container waits for them.
+    # scheduled and started, since its chaincode container waits for them.
     stage_first = not platform.prebuilt and not transfer.through_api
     staging: Background | None = None
     try:
