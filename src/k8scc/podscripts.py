@@ -1,6 +1,6 @@
 """What runs inside the pods in transfer mode api (apitransfer.py says how files move): the
-directory of the pod's emptyDir, the names of the containers that receive and hold files, and
-the shell scripts they and the exec streams run. Apart from apitransfer.py so that rendering a
+directory of the pod's emptyDir, the name of the container that holds a build's output, and the
+shell scripts the containers and the exec streams run. Apart from apitransfer.py so that rendering a
 pod does not load what packs and unpacks trees."""
 
 from __future__ import annotations

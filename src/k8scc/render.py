@@ -188,12 +188,15 @@ def _stream_container(
     return container
 
 
-def _waiting(config: Config) -> list[str]:
-    """What a container's command is prefixed with to wait for the files streamed into it
-    (failing after timeouts.start), so that no init container has to exit first: the kubelet
-    would notice that only at its next relist of container states, up to a second later."""
+def _receiving(config: Config, container: dict[str, Any]) -> None:
+    """Makes the container take the files streamed into it: it waits for them (failing after
+    timeouts.start) before its own command, so that no init container has to exit first (the
+    kubelet would notice that only at its next relist of container states, up to a second
+    later), and mounts the pod's emptyDir where the stream unpacks them."""
     seconds = str(max(1, int(config.start_timeout)))
-    return ["/bin/sh", "-c", podscripts.WAIT_THEN_EXEC, "k8scc-wait", seconds]
+    wait = ["/bin/sh", "-c", podscripts.WAIT_THEN_EXEC, "k8scc-wait", seconds]
+    container["args"] = [*wait, *container["args"]]
+    container["volumeMounts"].append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
 
 
 # The `hold` container only keeps the pod alive and sends its output back: a quota that asks
@@ -272,9 +275,7 @@ def builder_pod(
     ]
     spec["initContainers"] = []
     if _through_api(config):
-        # The build container waits for the source itself, as a chaincode container does.
-        container["args"] = [*_waiting(config), *container["args"]]
-        container["volumeMounts"].append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
+        _receiving(config, container)
         image = settings.build_image
         hold = [podscripts.HOLD_SCRIPT]
         spec["containers"].append(
@@ -393,8 +394,7 @@ def chaincode_pod(
         container["args"] = platform.launch(chaincode.peer_address)
         container["workingDir"] = platform.output_dir
         if _through_api(config):
-            container["args"] = [*_waiting(config), *container["args"]]
-            mounts.append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
+            _receiving(config, container)
     resources = _resources(config.chaincode_resources)
     if resources:
         container["resources"] = resources

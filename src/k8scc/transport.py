@@ -252,19 +252,13 @@ class Http:
         thread.start()
 
     def _open(self, connection: _Connection) -> None:
-        context = connection.context
         try:
             connection.connect()
         except TRANSPORT_ERRORS:
             # The request opens a connection of its own, and reports what fails then.
             connection.close()
             return
-        with self._lock:
-            # Not if an exec plugin's new certificate came meanwhile.
-            if self._idle is None and context is self._context:
-                self._idle = connection
-                return
-        connection.close()
+        self._keep(connection)
 
     def _take(self) -> _Connection:
         """The kept connection if it is still open, else a new one."""
@@ -284,7 +278,8 @@ class Http:
 
     def _keep(self, connection: _Connection) -> None:
         with self._lock:
-            if self._idle is None:
+            # Not one that authenticated with an exec plugin's certificate since replaced.
+            if self._idle is None and connection.context is self._context:
                 self._idle = connection
                 return
         connection.close()

@@ -120,7 +120,9 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             container_ends=transfer.through_api,
         )
         if not outcome.succeeded:
-            raise K8sccError(f"build failed in pod {name}: {failure(outcome.pod, 'build')}")
+            raise K8sccError(
+                f"build failed in pod {name}: {failure(outcome.pod, render.BUILD_CONTAINER)}"
+            )
         log.info(f"taking the build output from pod {name}")
         taking = time.monotonic()
         transfer.collect_build(name, output / OUTPUT)

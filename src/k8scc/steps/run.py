@@ -119,7 +119,9 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
         if outcome.succeeded:
             log.info("chaincode exited")
             return 0
-        raise K8sccError(f"chaincode pod {name} failed: {failure(outcome.pod, 'chaincode')}")
+        raise K8sccError(
+            f"chaincode pod {name} failed: {failure(outcome.pod, render.CHAINCODE_CONTAINER)}"
+        )
     finally:
         if staging is not None:
             staging.join()  # before the cleanup removes what it copies
