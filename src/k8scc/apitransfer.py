@@ -2,8 +2,8 @@
 way kubectl cp does, tar streams over exec, which every Fabric image can run (sh, tar, head,
 sha256sum). Each pod holds its files in an emptyDir mounted at podscripts.POD_DIR.
 
-A pod that needs files starts with the init container `receive`, which waits for them; `run`
-or `build` packs the tree, and once that container runs, streams the tar into it with its
+The container that needs files waits for them before its own command (podscripts); `run` or
+`build` packs the tree, and once that container runs, streams the tar into it with its
 sha256 and size: the pod keeps exactly that many bytes, checks the digest and unpacks them.
 A build's output comes back from the `hold` container, which keeps the pod (and its emptyDir)
 alive after the build container ends: it packs the output, says its digest and size, and

@@ -220,10 +220,11 @@ class Kube:
             pod = self.create(manifest, incarnation)
         return pod
 
-    def stop_pod(self, incarnation: Incarnation) -> str | None:
-        """Deletes the pod this incarnation stored, gracefully; returns its uid, or None when
-        there is no such pod. Without a uid (the step was stopped while the create was under
-        way) the pod of the name is ours only if it carries our create id."""
+    def stop_pod(self, incarnation: Incarnation, grace: int | None = None) -> str | None:
+        """Deletes the pod this incarnation stored, gracefully unless `grace` says otherwise;
+        returns its uid, or None when there is no such pod. Without a uid (the step was stopped
+        while the create was under way) the pod of the name is ours only if it carries our
+        create id."""
         uid = incarnation.uid
         if uid is None and not incarnation.sent:
             return None
@@ -233,12 +234,14 @@ class Kube:
             if pod is None or annotations.get(names.ANNOTATION_CREATE_ID) != incarnation.create_id:
                 return None
             uid = pod["metadata"]["uid"]
-        self.delete_pod(incarnation.name, uid=uid)
+        self.delete_pod(incarnation.name, grace, uid)
         return uid
 
-    def remove_pod(self, incarnation: Incarnation, wait_seconds: float) -> bool:
+    def remove_pod(
+        self, incarnation: Incarnation, wait_seconds: float, grace: int | None = None
+    ) -> bool:
         """Stops the pod and says whether it is gone from the API within `wait_seconds`."""
-        uid = self.stop_pod(incarnation)
+        uid = self.stop_pod(incarnation, grace)
         return uid is None or self.wait_pod_deleted(incarnation.name, uid, wait_seconds)
 
     def get_pod(self, name: str) -> dict[str, Any] | None:

@@ -38,6 +38,8 @@ class LogFollower:
     on_warning: Callable[[str], None]
     # Set when the pod is about to be deleted: then the stream's end is the container's.
     ending: threading.Event = field(default_factory=threading.Event)
+    # Set when the container's last line has been passed on: the follower stops there.
+    complete: threading.Event = field(default_factory=threading.Event)
     _last: str = ""  # the server's timestamp of the last line passed on, as a sortable key
 
     def follow(self, stop: threading.Event) -> None:
@@ -53,7 +55,7 @@ class LogFollower:
                     warned = describe(error)
                     self.on_warning(f"log stream of pod {self.name} failed, retrying: {warned}")
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            if stop.is_set() or self.ending.is_set() or self._finished():
+            if stop.is_set() or self.ending.is_set() or self.complete.is_set() or self._finished():
                 return
             stop.wait(backoff)
 
@@ -82,6 +84,8 @@ class LogFollower:
                 resume_after = ""
                 self._last = key
                 self.on_line(text)
+                if self.complete.is_set():
+                    return
 
     def _finished(self) -> bool:
         """Whether the container will write no more: terminated, or its pod gone or replaced."""

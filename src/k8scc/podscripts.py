@@ -12,9 +12,9 @@ OUTPUT = "output"
 HOLDER = "hold"
 
 # What the build and chaincode containers run first: waits (first argument: seconds) for the
-# exec below to have unpacked the files, then runs the rest of the arguments with exec. Every
-# 20 ms: a pod starts this long after its files at most, and the loop lasts only until then.
-WAIT_THEN_EXEC = f"""i=0
+# exec below to have unpacked the files. Every 20 ms: a pod starts this long after its files
+# at most, and the loop lasts only until then.
+_WAIT = f"""i=0
 while [ ! -e {RECEIVED} ]; do
   i=$((i + 1))
   if [ "$i" -gt $(($1 * 50)) ]; then
@@ -24,8 +24,30 @@ while [ ! -e {RECEIVED} ]; do
   sleep 0.02
 done
 shift
-exec "$@"
 """
+# The chaincode container then becomes its command.
+WAIT_THEN_EXEC = _WAIT + 'exec "$@"\n'
+# The last line a build container prints, on stdout and on stderr, with its command's exit
+# code: the step reads it in the log stream and takes the output at once, where the
+# container's own end reaches the API only at the kubelet's next relist of container states,
+# up to a second later. Each stream's lines arrive in order, so once both have said it the
+# log is complete, and the step need not wait for the kubelet to end the stream (it checks
+# for that once a second).
+BUILT = "k8scc-build-exit"
+# The build container runs its command as a child, so that it can say how it ended; as the
+# container's first process the shell passes the kubelet's SIGTERM on, which the kernel
+# would not deliver to it otherwise.
+WAIT_THEN_BUILD = (
+    _WAIT
+    + f""""$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM
+while wait "$child"; code=$?; kill -0 "$child" 2>/dev/null; do :; done
+echo "{BUILT} $code"
+echo "{BUILT} $code" >&2
+exit "$code"
+"""
+)
 # Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
 # command ends without waiting for the end of stdin (which v4 streams cannot send).
 RECEIVE_SCRIPT = f"""set -e

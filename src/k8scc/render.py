@@ -188,13 +188,14 @@ def _stream_container(
     return container
 
 
-def _receiving(config: Config, container: dict[str, Any]) -> None:
+def _receiving(config: Config, container: dict[str, Any], script: str) -> None:
     """Makes the container take the files streamed into it: it waits for them (failing after
     timeouts.start) before its own command, so that no init container has to exit first (the
     kubelet would notice that only at its next relist of container states, up to a second
-    later), and mounts the pod's emptyDir where the stream unpacks them."""
+    later), and mounts the pod's emptyDir where the stream unpacks them. `script` is
+    podscripts.WAIT_THEN_EXEC or, for a build, WAIT_THEN_BUILD."""
     seconds = str(max(1, int(config.start_timeout)))
-    wait = ["/bin/sh", "-c", podscripts.WAIT_THEN_EXEC, "k8scc-wait", seconds]
+    wait = ["/bin/sh", "-c", script, "k8scc-wait", seconds]
     container["args"] = [*wait, *container["args"]]
     container["volumeMounts"].append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
 
@@ -275,7 +276,7 @@ def builder_pod(
     ]
     spec["initContainers"] = []
     if _through_api(config):
-        _receiving(config, container)
+        _receiving(config, container, podscripts.WAIT_THEN_BUILD)
         image = settings.build_image
         hold = [podscripts.HOLD_SCRIPT]
         spec["containers"].append(
@@ -394,7 +395,7 @@ def chaincode_pod(
         container["args"] = platform.launch(chaincode.peer_address)
         container["workingDir"] = platform.output_dir
         if _through_api(config):
-            _receiving(config, container)
+            _receiving(config, container, podscripts.WAIT_THEN_EXEC)
     resources = _resources(config.chaincode_resources)
     if resources:
         container["resources"] = resources

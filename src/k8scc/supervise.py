@@ -15,6 +15,7 @@ from k8scc.errors import K8sccError
 from k8scc.kube import Kube
 from k8scc.log import StepLog
 from k8scc.podlog import LogFollower
+from k8scc.podscripts import BUILT
 from k8scc.record import record
 
 # Waiting reasons no retry cures: the step fails once one has lasted timeouts.stuck.
@@ -38,6 +39,11 @@ MISSING_IMAGE = re.compile(
     r"|unauthorized|no such host",
     re.IGNORECASE,
 )
+
+
+# A build container's last line (podscripts.WAIT_THEN_BUILD), an event of its own here.
+EXIT_LINE = re.compile(re.escape(BUILT) + r" ([0-9]+)")
+EXITED = "EXITED"
 
 
 @record
@@ -159,6 +165,10 @@ class Supervisor:
         self._watching = False
         self._gone = False
         self._ending = threading.Event()
+        # Whether the container's last log line says how its command ended (a build's does).
+        self._says_exit = False
+        self._exit_lines = 0
+        self._complete = threading.Event()
 
     def _watch(self, uid: str, resource_version: str) -> None:
         try:
@@ -174,14 +184,26 @@ class Supervisor:
                 self.name,
                 uid,
                 self.container,
-                self.log.output,
+                self._line,
                 self.log.info,
                 self._ending,
+                self._complete,
             )
             self._log_thread = threading.Thread(
                 target=follower.follow, args=(self.stop,), daemon=True
             )
             self._log_thread.start()
+
+    def _line(self, text: str) -> None:
+        said = EXIT_LINE.fullmatch(text) if self._says_exit else None
+        if said is None:
+            self.log.output(text)
+            return
+        self._exit_lines += 1
+        if self._exit_lines == 1:
+            self.events.put((EXITED, {"exitCode": int(said.group(1))}))
+        else:  # stdout's and stderr's: nothing is left to read
+            self._complete.set()
 
     def wait(
         self,
@@ -191,8 +213,11 @@ class Supervisor:
     ) -> Outcome:
         """Follows the pod as its create returned it. Returns when the pod has ended, or with
         `container_ends` when its container has (a pod that holds its output for collection
-        runs on); raises K8sccError when it cannot start, is stuck, or disappears.
-        `on_start` names a container and what to do, once, when it runs."""
+        runs on: its last lines may still be on their way, drain_logs() waits for them), which
+        its last log line tells before the pod's status does (podscripts.WAIT_THEN_BUILD);
+        raises K8sccError when it cannot start, is stuck, or disappears. `on_start` names a
+        container and what to do, once, when it runs."""
+        self._says_exit = container_ends
         metadata = created_pod["metadata"]
         threading.Thread(
             target=self._watch, args=(metadata["uid"], metadata["resourceVersion"]), daemon=True
@@ -208,6 +233,12 @@ class Supervisor:
             item = self._next(0.5)
             if isinstance(item, BaseException):
                 raise item
+            if item is not None and item[0] == EXITED:
+                if item[1]["exitCode"] == 0:
+                    self._ending.set()
+                    return Outcome(True, pod)
+                # A failure is told in the pod's status, in Kubernetes' own words.
+                item = None
             if item is not None:
                 kind, pod = item
                 # A deleted pod's container is stopped gracefully before the pod goes, so its
@@ -224,10 +255,12 @@ class Supervisor:
                 if _running(pod, self.container):
                     self._start_logs(metadata["uid"])
                 if phase in ("Succeeded", "Failed"):
-                    self._drain_logs()
+                    self.drain_logs()
                     return Outcome(phase == "Succeeded", pod)
                 if container_ends and _ended(pod, self.container):
-                    self._drain_logs()
+                    # The kubelet ends the log stream up to a second after the container: the
+                    # caller takes the output meanwhile. The stream's end is then final.
+                    self._ending.set()
                     state = _container_status(pod, self.container)["state"]["terminated"]
                     return Outcome(state.get("exitCode") == 0, pod)
             now = time.monotonic()
@@ -279,7 +312,7 @@ class Supervisor:
             self._next(left)
         return True if self._gone else None
 
-    def _drain_logs(self) -> None:
+    def drain_logs(self) -> None:
         """The log stream ends by itself after the container exits; give it a moment."""
         if self._log_thread is not None:
             self._log_thread.join(timeout=10)

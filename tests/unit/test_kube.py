@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from k8scc.apitransfer import ApiTransfer
 from k8scc.errors import K8sccError
 from k8scc.kube import Incarnation
 from k8scc.log import StepLog
+from k8scc.steps.teardown import pod_then_directory
 from k8scc.supervise import Supervisor
 from tests.unit.scripted_api import (
     Events,
@@ -458,3 +460,28 @@ def test_a_connection_ahead_that_fails_leaves_the_request_its_own_error(tmp_path
     kube.open_ahead()
     with pytest.raises(K8sccError, match="refused"):
         kube.get_pod(NAME)
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_build_pod_whose_output_is_taken_goes_with_no_grace_period(
+    tmp_path: Path, finished: bool
+) -> None:
+    """Once the output is taken nothing in a build pod is left to stop, and in api mode its
+    `hold` container still runs: deleted gracefully, the pod would stay until the kubelet has
+    torn it down. Before that (a failed or stopped build) the builder gets its grace period."""
+    incarnation = Incarnation("pods", NAME, uid="uid-1")
+    script = [Step("DELETE", pods_path(NAME), Reply(200, terminating("uid-1", "9")))]
+    script.append(Step("GET", pods_path(NAME), Reply(404, status(404, "NotFound", "gone"))))
+    done = threading.Event()
+    if finished:
+        done.set()
+    with scripted_api(script) as api:
+        kube = api.kube(tmp_path)
+        undo = pod_then_directory(
+            kube, ApiTransfer(kube, 1024), incarnation, NAME, StepLog("build"), done
+        )
+        undo(time.monotonic() + 5)
+        api.finished()
+    options = api.requests[0].json()
+    assert options.get("gracePeriodSeconds") == (0 if finished else None)
+    assert options["preconditions"] == {"uid": "uid-1"}

@@ -52,3 +52,40 @@ def test_a_pod_no_one_feeds_ends_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == "k8scc: no files arrived within 1 s\n"
+
+
+def start_build(pod_dir: Path, *command: str) -> subprocess.Popen[str]:
+    script = podscripts.WAIT_THEN_BUILD.replace(podscripts.POD_DIR, str(pod_dir))
+    Path(podscripts.RECEIVED.replace(podscripts.POD_DIR, str(pod_dir))).touch()
+    return subprocess.Popen(
+        ["/bin/sh", "-c", script, "k8scc-wait", "10", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_build_says_how_its_command_ended_in_its_last_line(tmp_path: Path, code: int) -> None:
+    build = start_build(tmp_path, "sh", "-c", f"echo built; exit {code}")
+    stdout, stderr = build.communicate(timeout=30)
+    assert build.returncode == code, stderr
+    assert stdout == f"built\n{podscripts.BUILT} {code}\n"
+    assert stderr == f"{podscripts.BUILT} {code}\n"
+
+
+def test_a_build_told_to_stop_passes_it_on_and_says_so(tmp_path: Path) -> None:
+    """The kubelet signals the container's first process, the shell: its command must stop
+    too, or a deleted build pod would run on for its whole grace period."""
+    build = start_build(
+        tmp_path,
+        "sh",
+        "-c",
+        'trap "echo stopping; exit 7" TERM; echo ready; while :; do sleep 0.1; done',
+    )
+    assert build.stdout is not None
+    assert build.stdout.readline() == "ready\n"
+    build.terminate()
+    stdout, _ = build.communicate(timeout=30)
+    assert build.returncode == 7
+    assert stdout == f"stopping\n{podscripts.BUILT} 7\n"

@@ -666,11 +666,12 @@ def test_api_mode_builder_holds_its_files_in_an_emptydir(name: str) -> None:
     assert hold["volumeMounts"] == [{"name": "transfer", "mountPath": "/k8scc"}]
     assert hold["securityContext"]["readOnlyRootFilesystem"] is True
     assert "initContainers" not in pod["spec"]
-    # The wait gives up after timeouts.start, so a pod no one feeds ends; then Fabric's build.
+    # The wait gives up after timeouts.start, so a pod no one feeds ends; then Fabric's build,
+    # whose end the container's last line tells.
     wait = [
         "/bin/sh",
         "-c",
-        podscripts.WAIT_THEN_EXEC,
+        podscripts.WAIT_THEN_BUILD,
         "k8scc-wait",
         str(int(config.start_timeout)),
     ]

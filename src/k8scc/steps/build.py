@@ -6,6 +6,7 @@ package names a prebuilt image: its reference is checked and recorded, with no p
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -97,10 +98,11 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     )
     pod = Incarnation("pods", name)
     cleanup = Cleanup()
+    finished = threading.Event()
 
     cleanup.add(
         f"delete pod {name} and its transfer directory",
-        pod_then_directory(kube, transfer, pod, name, log),
+        pod_then_directory(kube, transfer, pod, name, log, finished),
     )
     cleanup.add("stop following the pod", lambda deadline: supervisor.close())
     try:
@@ -120,12 +122,15 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             container_ends=transfer.through_api,
         )
         if not outcome.succeeded:
+            supervisor.drain_logs()
             raise K8sccError(
                 f"build failed in pod {name}: {failure(outcome.pod, render.BUILD_CONTAINER)}"
             )
         log.info(f"taking the build output from pod {name}")
         taking = time.monotonic()
         transfer.collect_build(name, output / OUTPUT)
+        finished.set()
+        supervisor.drain_logs()
         log.info(f"took the build output in {time.monotonic() - taking:.1f} s")
         machine = _take(output / OUTPUT / render.ARCH_FILE).strip()
         architecture = ARCHITECTURES.get(machine, "")

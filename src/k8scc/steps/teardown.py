@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,14 +26,23 @@ def cleanup_seconds(kube: Kube, error: BaseException | None) -> float:
 
 
 def pod_then_directory(
-    kube: Kube, transfer: Transfer, pod: Incarnation, directory: str, log: StepLog
+    kube: Kube,
+    transfer: Transfer,
+    pod: Incarnation,
+    directory: str,
+    log: StepLog,
+    finished: threading.Event,
 ) -> Callable[[float], None]:
     """For a pod that writes to its directory (a build): deletes the pod and, once it is gone
     (its containers may write until they have stopped), the directory; otherwise leaves the
-    directory for a later collection."""
+    directory for a later collection. Once `finished` is set (the build container has ended
+    and its output is taken) the pod goes with no grace period: nothing in it is left to stop
+    gracefully, and a pod that still runs (api mode's `hold`) would otherwise stay in the API
+    until the kubelet has torn it down, most of a second the build would wait for."""
 
     def undo(deadline: float) -> None:
-        if kube.remove_pod(pod, deadline - time.monotonic()):
+        grace = 0 if finished.is_set() else None
+        if kube.remove_pod(pod, deadline - time.monotonic(), grace):
             transfer.remove(directory)
         elif not transfer.through_api:  # in api mode the files go with the pod
             log.info(
