@@ -9,12 +9,13 @@ import os
 import re
 import stat
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from k8scc.archive import Digesting, pack, unpack
+from k8scc.archive import SMALL, Digesting, pack, unpack
 from k8scc.errors import K8sccError
 
 pytestmark = [pytest.mark.unit]
@@ -421,3 +422,23 @@ def test_unpack_refuses_a_damaged_stream(
 def test_unpack_refuses_more_than_its_limit(destination: Path, members: list[Member]) -> None:
     """Files and hardlink copies together count against the limit."""
     refused(destination, stream(*members), r"more than transfer\.maxSize once unpacked$", 100)
+
+
+def test_unpack_writes_small_and_large_files_alike(destination: Path) -> None:
+    """Small files are written by the writer threads, larger ones as they are read."""
+    small = [regular(f"lib/m{index}/index.js", bytes([index]) * 1000) for index in range(50)]
+    large = regular("lib/big.bin", b"L" * (SMALL + 1))
+    members = [*small[:25], large, *small[25:]]
+    unpack(stream(*members), destination, "output", LIMIT * 1000)
+    for info, data in members:
+        assert (destination / info.name).read_bytes() == data
+        assert mode_of(destination / info.name) == 0o644
+
+
+def test_a_refused_stream_leaves_no_writer_running(destination: Path) -> None:
+    """Writers are stopped before unpack raises: nothing is written into BUILD_OUTPUT_DIR
+    after build has emptied it."""
+    members = [regular(f"f{index}", b"x" * 100) for index in range(200)]
+    members.append(regular("f7", b"again"))
+    refused(destination, stream(*members), "f7 appears twice in the stream", LIMIT * 1000)
+    assert not [t for t in threading.enumerate() if t.name.startswith("k8scc-unpack")]
