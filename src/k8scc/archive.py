@@ -149,9 +149,9 @@ class _Writers:
             future.result()
 
 
-def _make_directories(root: str, parts: list[str], made: set[str]) -> None:
-    """Each missing directory of `parts` below root, owner-only (os.makedirs gives those
-    above the last the umask's default). `made` holds the directories already made or
+def _make_directories(root: str, parts: list[str], made: set[str], bits: int) -> None:
+    """Each missing directory of `parts` below root, with mode `bits` (os.makedirs gives
+    those above the last the umask's default). `made` holds the directories already made or
     found: no link exists while files are written, so none can have replaced one."""
     path = root
     for part in parts:
@@ -159,7 +159,7 @@ def _make_directories(root: str, parts: list[str], made: set[str]) -> None:
         if path in made:
             continue
         if not os.path.isdir(path) or os.path.islink(path):
-            os.mkdir(path, 0o700)
+            os.mkdir(path, bits)
         made.add(path)
 
 
@@ -170,13 +170,22 @@ def _named(root: str, error: OSError) -> str:
     return os.path.relpath(path, root) if isinstance(path, str) else str(path)
 
 
-def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
-    """Unpacks an untrusted tar stream into the existing directory `destination`, files and
-    directories owner-only as copy_tree makes them."""
+def unpack(
+    stream: BinaryIO,
+    destination: Path,
+    what: str,
+    limit: int,
+    readable: bool = False,
+    read_only: bool = False,
+) -> None:
+    """Unpacks an untrusted tar stream into the existing directory `destination`, with the
+    modes copy_tree gives (`readable` and `read_only` as there)."""
     budget = [limit]
     links: list[tuple[list[str], str]] = []
     root = str(destination)
     made = {root}
+    file_bits = 0o644 if readable else 0o600
+    dir_bits = 0o755 if readable else 0o700
     try:
         with tarfile.open(fileobj=stream, mode="r:") as tar, _Writers() as writers:
             for member in tar:
@@ -184,14 +193,14 @@ def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
                 if not parts:
                     continue  # the directory itself
                 target = os.path.join(root, *parts)
-                _make_directories(root, parts[:-1], made)
+                _make_directories(root, parts[:-1], made, dir_bits)
                 if member.isdir():
-                    _make_directories(root, parts, made)
-                    os.chmod(target, copied_mode(member.mode | stat.S_IFDIR, 0o700))
+                    _make_directories(root, parts, made, dir_bits)
+                    os.chmod(target, copied_mode(member.mode | stat.S_IFDIR, dir_bits))
                 elif member.isreg():
                     content = tar.extractfile(member)
                     assert content is not None  # a regular file always has content
-                    mode = copied_mode(member.mode, 0o600)
+                    mode = copied_mode(member.mode, file_bits, read_only)
                     if member.size <= SMALL:
                         data = content.read()
                         _budget(budget, len(data), what)
@@ -204,7 +213,7 @@ def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
                     original = os.path.join(root, *_inside(member.linkname, what))
                     writers.finish()  # the original may still be on its way
                     with open(original, "rb") as content:
-                        mode = copied_mode(os.fstat(content.fileno()).st_mode, 0o600)
+                        mode = copied_mode(os.fstat(content.fileno()).st_mode, file_bits, read_only)
                         _write(content, target, mode, budget, what)
                 else:
                     raise K8sccError(f"{what}: {'/'.join(parts)} is a device or FIFO")
@@ -222,3 +231,95 @@ def unpack(stream: BinaryIO, destination: Path, what: str, limit: int) -> None:
     for parts, link in links:
         if not stays_inside(root, parts[:-1], link):
             raise K8sccError(f"{what}: symlink {'/'.join(parts)} points outside")
+
+
+def _claim(kinds: dict[str, str], parts: list[str], kind: str, what: str) -> list[str]:
+    """Marks the path `parts` as holding a `kind` ("dir", "file" or "link") and its parents
+    as directories; returns the parents no entry had made yet. A path holds one thing only,
+    as unpack finds on the disk."""
+    implied = []
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        seen = kinds.get(parent)
+        if seen is None:
+            kinds[parent] = "dir"
+            implied.append(parent)
+        elif seen != "dir":
+            raise K8sccError(f"{what}: {parent} appears twice in the stream")
+    path = "/".join(parts)
+    seen = kinds.get(path)
+    if seen is not None and not seen == kind == "dir":
+        raise K8sccError(f"{what}: {path} appears twice in the stream")
+    kinds[path] = kind
+    return implied
+
+
+def _header(name: str, kind: bytes, mode: int, mtime: float, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.size = kind, mode, mtime, size
+    return info
+
+
+def repack(stream: BinaryIO, into: BinaryIO, what: str, limit: int, aside: str) -> bytes:
+    """Writes an untrusted tar stream again into `into` as pack writes a launch's tree
+    (modes for the pod's user, no file writable, a hardlink as a copy, symlinks last), with
+    the checks unpack makes and no file made on the disk: a build output is kept as this one
+    archive, which a launch streams into its pod as it is. The top-level file `aside` is left
+    out; its first bytes are returned."""
+    budget = [limit]
+    kinds: dict[str, str] = {}
+    files: dict[str, tarfile.TarInfo] = {}
+    links: dict[str, tarfile.TarInfo] = {}
+    taken = b""
+    try:
+        with (
+            tarfile.open(fileobj=stream, mode="r:") as tar,
+            tarfile.open(fileobj=into, mode="w|", format=tarfile.GNU_FORMAT) as out,
+        ):
+            for member in tar:
+                parts = _inside(member.name, what)
+                if not parts:
+                    continue  # the directory itself
+                path = "/".join(parts)
+                if not (member.isdir() or member.issym() or member.isreg() or member.islnk()):
+                    raise K8sccError(f"{what}: {path} is a device or FIFO")
+                kind = "dir" if member.isdir() else "link" if member.issym() else "file"
+                for parent in _claim(kinds, parts, kind, what):
+                    out.addfile(_header(parent, tarfile.DIRTYPE, 0o755, member.mtime))
+                if member.isdir():
+                    mode = copied_mode(member.mode | stat.S_IFDIR, 0o755)
+                    out.addfile(_header(path, tarfile.DIRTYPE, mode, member.mtime))
+                elif member.issym():
+                    links[path] = member
+                else:
+                    original = member
+                    if member.islnk():
+                        named = "/".join(_inside(member.linkname, what))
+                        if named not in files:
+                            raise K8sccError(
+                                f"{what}: hardlink {path} names {member.linkname!r},"
+                                " which is no file before it"
+                            )
+                        original = files[named]
+                    _budget(budget, original.size, what)
+                    content = tar.extractfile(original)
+                    assert content is not None  # a regular file always has content
+                    if path == aside:
+                        taken = content.read(256)
+                        continue
+                    files[path] = original
+                    mode = copied_mode(original.mode, 0o644, read_only=True)
+                    header = _header(path, tarfile.REGTYPE, mode, member.mtime, original.size)
+                    out.addfile(header, content)
+            targets = {path: link.linkname for path, link in links.items()}
+            for path, link in links.items():
+                if not stays_inside("", path.split("/")[:-1], link.linkname, targets.get):
+                    raise K8sccError(f"{what}: symlink {path} points outside")
+                header = _header(path, tarfile.SYMTYPE, 0o777, link.mtime)
+                header.linkname = link.linkname
+                out.addfile(header)
+    except (tarfile.TarError, EOFError) as error:
+        raise K8sccError(f"{what}: the stream is damaged: {error}") from None
+    except OSError as error:
+        raise K8sccError(f"{what}: cannot keep it: {error.strerror}") from None
+    return taken

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from k8scc.errors import K8sccError
@@ -16,11 +16,21 @@ from k8scc.record import record
 MAX_LINK_HOPS = 40
 
 
-def stays_inside(root: str, here: list[str], link: str) -> bool:
+def _on_disk(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:  # not a link, or not there
+        return None
+
+
+def stays_inside(
+    root: str, here: list[str], link: str, readlink: Callable[[str], str | None] = _on_disk
+) -> bool:
     """Whether `link`, a symlink target in directory `here` (components below `root`), is
     relative and resolves without ever leaving the tree. Components are resolved one at a time
     as the kernel does, following the links met on the way, so `..` climbs from where a link
-    really leads; one that does not exist (yet) is taken as a directory."""
+    really leads; one that does not exist (yet) is taken as a directory. `readlink` gives a
+    path's link target, or None where it is no link: the disk's, or a tree not yet written."""
     if os.path.isabs(link):
         return False
     inside = list(here)
@@ -35,9 +45,8 @@ def stays_inside(root: str, here: list[str], link: str) -> bool:
                 return False
             inside.pop()
             continue
-        try:
-            target = os.readlink(os.path.join(root, *inside, part))
-        except OSError:  # not a link, or not there
+        target = readlink(os.path.join(root, *inside, part))
+        if target is None:
             inside.append(part)
             continue
         hops += 1

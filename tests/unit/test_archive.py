@@ -1,5 +1,6 @@
 """pack writes a checked tree as a tar stream and returns its digest; unpack takes an untrusted
-stream back and refuses whatever the peer would not persist, with one clear message."""
+stream back and refuses whatever the peer would not persist, with one clear message; repack
+makes the same checks and writes the stream again as pack writes a launch's tree."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from k8scc.archive import SMALL, Digesting, pack, unpack
+from k8scc.archive import SMALL, Digesting, pack, repack, unpack
 from k8scc.errors import K8sccError
 
 pytestmark = [pytest.mark.unit]
@@ -87,10 +88,30 @@ def source(tmp_path: Path) -> Path:
     return root
 
 
-def refused(destination: Path, tar: io.BytesIO, match: str, limit: int = LIMIT) -> None:
-    """unpack refuses the stream with a one-line message naming what it was."""
+# Takes an untrusted stream in: into a directory (unpack) or into an archive (repack).
+Taker = Callable[[io.BytesIO, Path, int], None]
+
+
+def unpacking(tar: io.BytesIO, destination: Path, limit: int) -> None:
+    unpack(tar, destination, WHAT, limit)
+
+
+def repacking(tar: io.BytesIO, destination: Path, limit: int) -> None:
+    repack(tar, io.BytesIO(), WHAT, limit, ".machine")
+
+
+@pytest.fixture(params=[unpacking, repacking], ids=["unpack", "repack"])
+def taking(request: pytest.FixtureRequest) -> Taker:
+    taker: Taker = request.param
+    return taker
+
+
+def refused(
+    taking: Taker, destination: Path, tar: io.BytesIO, match: str, limit: int = LIMIT
+) -> None:
+    """The stream is refused with a one-line message naming what it was."""
     with pytest.raises(K8sccError, match=f"^{WHAT}: {match}") as raised:
-        unpack(tar, destination, WHAT, limit)
+        taking(tar, destination, limit)
     assert "\n" not in str(raised.value)
 
 
@@ -308,17 +329,22 @@ def test_unpack_takes_exactly_its_limit(destination: Path) -> None:
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../escape", "sub/../../escape", "sub/../file"])
 def test_unpack_refuses_paths_that_leave_the_directory(
-    destination: Path, tmp_path: Path, name: str
+    taking: Taker, destination: Path, tmp_path: Path, name: str
 ) -> None:
     """Absolute names and any `..` component are refused before anything is written there."""
-    refused(destination, stream(regular(name, b"x")), f"tar entry {re.escape(repr(name))} leaves")
+    refused(
+        taking,
+        destination,
+        stream(regular(name, b"x")),
+        f"tar entry {re.escape(repr(name))} leaves",
+    )
     assert not (tmp_path / "escape").exists()
 
 
-def test_unpack_refuses_a_hardlink_whose_target_leaves(destination: Path) -> None:
+def test_unpack_refuses_a_hardlink_whose_target_leaves(taking: Taker, destination: Path) -> None:
     """A hardlink cannot copy a file from outside the directory."""
     tar = stream(link("copy", "../../etc/passwd", tarfile.LNKTYPE))
-    refused(destination, tar, "tar entry '../../etc/passwd' leaves its directory$")
+    refused(taking, destination, tar, "tar entry '../../etc/passwd' leaves its directory$")
     assert not (destination / "copy").exists()
 
 
@@ -335,11 +361,11 @@ def test_unpack_refuses_a_hardlink_whose_target_leaves(destination: Path) -> Non
     ],
 )
 def test_unpack_refuses_symlinks_that_point_outside(
-    destination: Path, members: list[Member], culprit: str
+    taking: Taker, destination: Path, members: list[Member], culprit: str
 ) -> None:
     """Absolute targets and relative ones that climb out, also through other links, are
     refused by name."""
-    refused(destination, stream(*members), f"symlink {culprit} points outside$")
+    refused(taking, destination, stream(*members), f"symlink {culprit} points outside$")
 
 
 def test_a_link_cannot_steer_a_later_entry_outside(destination: Path, tmp_path: Path) -> None:
@@ -347,15 +373,15 @@ def test_a_link_cannot_steer_a_later_entry_outside(destination: Path, tmp_path: 
     outside = tmp_path / "outside"
     outside.mkdir()
     tar = stream(link("door", str(outside)), regular("door/planted", b"x"))
-    refused(destination, tar, "door appears twice in the stream$")
+    refused(unpacking, destination, tar, "door appears twice in the stream$")
     assert list(outside.iterdir()) == []
     assert (destination / "door").is_dir()
 
 
 @pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
-def test_unpack_refuses_devices_and_fifos(destination: Path, kind: bytes) -> None:
+def test_unpack_refuses_devices_and_fifos(taking: Taker, destination: Path, kind: bytes) -> None:
     """Nothing but files, directories and links is made."""
-    refused(destination, stream(special("sub/node", kind)), "sub/node is a device or FIFO$")
+    refused(taking, destination, stream(special("sub/node", kind)), "sub/node is a device or FIFO$")
     assert not (destination / "sub" / "node").exists()
 
 
@@ -369,11 +395,14 @@ def test_unpack_refuses_devices_and_fifos(destination: Path, kind: bytes) -> Non
         [regular("x", b"1"), link("x", "target")],
         [link("x", "one"), link("x", "two")],
         [regular("x", b"1"), link("x", "x", tarfile.LNKTYPE)],
+        [link("x", "/tmp"), regular("x/y", b"2")],
     ],
 )
-def test_unpack_refuses_an_entry_twice(destination: Path, members: list[Member]) -> None:
+def test_unpack_refuses_an_entry_twice(
+    taking: Taker, destination: Path, members: list[Member]
+) -> None:
     """Nothing is written over what the stream already made."""
-    refused(destination, stream(*members), ".* appears twice in the stream$")
+    refused(taking, destination, stream(*members), ".* appears twice in the stream$")
     if (destination / "x").is_file():
         assert (destination / "x").read_bytes() == b"1"
 
@@ -390,7 +419,7 @@ def test_unpack_refuses_a_hardlink_without_an_unpacked_file(
     destination: Path, members: list[Member], why: str
 ) -> None:
     """A hardlink copies a regular file the stream already held, or nothing."""
-    refused(destination, stream(*members), f"cannot unpack .*: {why}")
+    refused(unpacking, destination, stream(*members), f"cannot unpack .*: {why}")
     assert not (destination / "copy").exists()
 
 
@@ -404,11 +433,11 @@ def test_unpack_refuses_a_hardlink_without_an_unpacked_file(
     ],
 )
 def test_unpack_refuses_a_damaged_stream(
-    destination: Path, damage: Callable[[bytes], bytes]
+    taking: Taker, destination: Path, damage: Callable[[bytes], bytes]
 ) -> None:
     """tarfile's complaints become one message."""
     raw = stream(regular("file", b"z" * 1000)).getvalue()
-    refused(destination, io.BytesIO(damage(raw)), "the stream is damaged: ")
+    refused(taking, destination, io.BytesIO(damage(raw)), "the stream is damaged: ")
 
 
 @pytest.mark.parametrize(
@@ -419,9 +448,13 @@ def test_unpack_refuses_a_damaged_stream(
         [regular("a", b"x" * 60), link("b", "a", tarfile.LNKTYPE)],
     ],
 )
-def test_unpack_refuses_more_than_its_limit(destination: Path, members: list[Member]) -> None:
+def test_unpack_refuses_more_than_its_limit(
+    taking: Taker, destination: Path, members: list[Member]
+) -> None:
     """Files and hardlink copies together count against the limit."""
-    refused(destination, stream(*members), r"more than transfer\.maxSize once unpacked$", 100)
+    refused(
+        taking, destination, stream(*members), r"more than transfer\.maxSize once unpacked$", 100
+    )
 
 
 def test_unpack_writes_small_and_large_files_alike(destination: Path) -> None:
@@ -440,5 +473,125 @@ def test_a_refused_stream_leaves_no_writer_running(destination: Path) -> None:
     after build has emptied it."""
     members = [regular(f"f{index}", b"x" * 100) for index in range(200)]
     members.append(regular("f7", b"again"))
-    refused(destination, stream(*members), "f7 appears twice in the stream", LIMIT * 1000)
+    refused(
+        unpacking, destination, stream(*members), "f7 appears twice in the stream", LIMIT * 1000
+    )
     assert not [t for t in threading.enumerate() if t.name.startswith("k8scc-unpack")]
+
+
+# -- repack ------------------------------------------------------------------------------------
+
+
+def members_of(archive: bytes) -> list[tuple[str, bytes, int, bytes, str]]:
+    """Each entry in order: name, type, mode, content and link target."""
+    found = []
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        for member in tar:
+            content = tar.extractfile(member) if member.isreg() else None
+            data = content.read() if content else b""
+            found.append((member.name, member.type, member.mode, data, member.linkname))
+    return found
+
+
+def repacked(tar: io.BytesIO, aside: str = ".machine") -> tuple[bytes, bytes]:
+    into = io.BytesIO()
+    taken = repack(tar, into, WHAT, LIMIT, aside)
+    return into.getvalue(), taken
+
+
+def test_repack_writes_what_pack_writes_of_the_unpacked_tree(
+    source: Path, destination: Path
+) -> None:
+    """The archive a build keeps is the one a launch would pack from the tree unpack makes:
+    same entries, bytes, links and read-only modes (symlinks last)."""
+    buffer = io.BytesIO()
+    pack(source, buffer, WHAT, LIMIT)
+    archive, _ = repacked(io.BytesIO(buffer.getvalue()))
+    unpack(io.BytesIO(buffer.getvalue()), destination, WHAT, LIMIT)
+    again = io.BytesIO()
+    pack(destination, again, WHAT, LIMIT, read_only=True)
+    ours, theirs = members_of(archive), members_of(again.getvalue())
+    assert sorted(ours) == sorted(theirs)
+    kinds = [kind for _, kind, _, _, _ in ours]
+    first_link = kinds.index(tarfile.SYMTYPE)
+    assert set(kinds[first_link:]) == {tarfile.SYMTYPE}
+
+
+def test_repack_keeps_modification_times(source: Path) -> None:
+    """Times are the stream's: a launch's files are as old as the build made them."""
+    os.utime(source / "file.txt", (1_000_000, 1_000_000))
+    buffer = io.BytesIO()
+    pack(source, buffer, WHAT, LIMIT)
+    archive, _ = repacked(io.BytesIO(buffer.getvalue()))
+
+    def times(raw: bytes) -> dict[str, float]:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            return {member.name: member.mtime for member in tar}
+
+    assert times(archive) == times(buffer.getvalue())
+    assert len(set(times(archive).values())) > 1
+
+
+def test_repack_takes_the_aside_file_out_and_returns_its_start() -> None:
+    """Only the top-level one: a file of that name deeper down is the chaincode's."""
+    archive, taken = repacked(
+        stream(regular(".machine", b"x86_64\n" + b"#" * 1000), regular("sub/.machine", b"mine"))
+    )
+    assert taken == (b"x86_64\n" + b"#" * 1000)[:256]
+    assert [name for name, *_ in members_of(archive)] == ["sub", "sub/.machine"]
+    _, none = repacked(stream(regular("file", b"x")))
+    assert none == b""
+
+
+def test_repack_makes_each_hardlink_a_copy_and_each_missing_parent_a_directory() -> None:
+    """A pod unpacks plain files below directories of the pod's modes."""
+    archive, _ = repacked(
+        stream(regular("./a/b/tool", b"run", 0o750), link("copy", "a/b/tool", tarfile.LNKTYPE))
+    )
+    assert members_of(archive) == [
+        ("a", tarfile.DIRTYPE, 0o755, b"", ""),
+        ("a/b", tarfile.DIRTYPE, 0o755, b"", ""),
+        ("a/b/tool", tarfile.REGTYPE, 0o554, b"run", ""),
+        ("copy", tarfile.REGTYPE, 0o554, b"run", ""),
+    ]
+
+
+def test_repack_checks_links_against_the_whole_stream(destination: Path) -> None:
+    """With no tree on the disk, a link through another link is resolved from the stream."""
+    archive, _ = repacked(
+        stream(
+            link("early", "sub/file"),
+            regular("sub/file", b"content"),
+            link("sub/root", ".."),
+            link("through", "sub/root/sub/file"),
+        )
+    )
+    unpack(io.BytesIO(archive), destination, WHAT, LIMIT)
+    assert (destination / "through").read_bytes() == b"content"
+    assert (destination / "early").read_bytes() == b"content"
+
+
+@pytest.mark.parametrize(
+    ("members", "problem"),
+    [
+        ([link("copy", "missing", tarfile.LNKTYPE)], "hardlink copy names 'missing'"),
+        ([link("copy", "later", tarfile.LNKTYPE), regular("later", b"x")], "hardlink copy names"),
+        ([directory("sub"), link("copy", "sub", tarfile.LNKTYPE)], "hardlink copy names 'sub'"),
+        ([regular(".machine", b"x"), link("copy", ".machine", tarfile.LNKTYPE)], "hardlink copy"),
+    ],
+)
+def test_repack_refuses_a_hardlink_without_a_file_before_it(
+    destination: Path, members: list[Member], problem: str
+) -> None:
+    """A hardlink copies a regular file the stream already held, or nothing."""
+    refused(repacking, destination, stream(*members), f"{problem}.*, which is no file before it$")
+
+
+def test_a_repacked_archive_unpacks_for_a_pod_read_only(destination: Path) -> None:
+    """As the transfer volume holds a launch's files: readable by the pod's user, no file
+    writable."""
+    archive, _ = repacked(stream(regular("dir/file", b"x", 0o600), regular("tool", b"y", 0o755)))
+    unpack(io.BytesIO(archive), destination, WHAT, LIMIT, readable=True, read_only=True)
+    assert mode_of(destination / "dir") == 0o755
+    assert mode_of(destination / "dir" / "file") == 0o444
+    assert mode_of(destination / "tool") == 0o555
