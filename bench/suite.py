@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -27,7 +28,7 @@ from k8scc import archive, names
 from k8scc import config as configuration
 from k8scc.buildinfo import BuildInfo
 from k8scc.platforms import PLATFORMS
-from k8scc.transfer import OUTPUT, VolumeTransfer
+from k8scc.transfer import OUTPUT, OUTPUT_ARCHIVE, VolumeTransfer
 from testbed.cluster import Testbed
 from tests.support.builder import (
     SAMPLE_PATHS,
@@ -70,11 +71,13 @@ def summary(values: list[float]) -> dict[str, Any]:
     return stats.summarise(values).to_dict()
 
 
-def packed_size(tree: Path) -> int:
-    """The bytes a launch in api mode streams into its pod: the tree as k8scc packs it."""
-    with tempfile.TemporaryFile() as packed:
-        archive.pack(tree, packed, "build output", 1 << 40, read_only=True)
-        return packed.tell()
+def built(output: Path, platform: str) -> bool:
+    """Whether BUILD_OUTPUT_DIR holds the platform's build, as a tree or (transfer.mode api)
+    as the archive a launch sends."""
+    if (output / OUTPUT_ARCHIVE).is_file():
+        with tarfile.open(output / OUTPUT_ARCHIVE) as kept:
+            return BUILT_FILE[platform] in kept.getnames()
+    return (output / OUTPUT / BUILT_FILE[platform]).exists()
 
 
 def proc_status(pid: int) -> dict[str, float]:
@@ -128,6 +131,7 @@ class Space:
     name: str
     builder: Builder
     watch: PodWatch
+    api: bool
 
 
 @dataclass
@@ -176,7 +180,7 @@ class Bench:
             ACCOUNT,
             peer_namespace=f"{name}-peer",
         )
-        return Space(name, builder, PodWatch(self.testbed.control_plane.client(), name))
+        return Space(name, builder, PodWatch(self.testbed.control_plane.client(), name), api)
 
     def add_unrelated_pods(self, space: Space, count: int) -> None:
         """Pods that stay Pending: nothing matches their nodeSelector."""
@@ -291,17 +295,17 @@ class Bench:
         for step, output in steps:
             code = step.process.wait(1200)
             step.stop()
-            if code != 0 or not (output / "output" / BUILT_FILE[platform]).exists():
+            if code != 0 or not built(output, platform):
                 raise RuntimeError(f"concurrent cached build of {platform} failed:\n{step.stderr}")
         return time.monotonic() - started
 
     def _k8scc_build(self, space: Space, platform: str, source: Path, metadata: Path) -> float:
         output = self.scratch(f"bld-{platform}")
         started = time.monotonic()
-        built = space.builder.run("build", source, metadata, output, timeout=1200)
+        step = space.builder.run("build", source, metadata, output, timeout=1200)
         elapsed = time.monotonic() - started
-        if built.returncode != 0 or not (output / "output" / BUILT_FILE[platform]).exists():
-            raise RuntimeError(f"k8scc build of {platform} failed:\n{built.stderr}")
+        if step.returncode != 0 or not built(output, platform):
+            raise RuntimeError(f"k8scc build of {platform} failed:\n{step.stderr}")
         shutil.rmtree(output)
         return elapsed
 
@@ -392,10 +396,17 @@ class Bench:
 
     def built_in(self, space: Space, output: Path) -> Path:
         """`output` as `build` in `space` leaves it: with the record of the space's own
-        configuration, which `run` reads instead of parsing the YAML."""
+        configuration, which `run` reads instead of parsing the YAML, and with no volume the
+        tree kept as the archive a launch sends."""
         copy = self.scratch(f"bld-{space.name}")
         shutil.copytree(output, copy, dirs_exist_ok=True)
         configuration.record(space.builder.directory / "k8scc.yaml", copy)
+        if space.api:
+            with tempfile.TemporaryFile() as packed, (copy / OUTPUT_ARCHIVE).open("xb") as kept:
+                archive.pack(copy / OUTPUT, packed, "build output", 1 << 40)
+                packed.seek(0)
+                archive.repack(packed, kept, "build output", 1 << 40, "")
+            shutil.rmtree(copy / OUTPUT)
         return copy
 
     def launches(self, output: Path) -> dict[str, Any]:
@@ -423,7 +434,7 @@ class Bench:
                     build_runs[key].append(self._tiny_build(space, *tiny))
         results: dict[str, Any] = {
             "unrelated_pods": self.settings.unrelated_pods,
-            "api_bytes": packed_size(output / OUTPUT),
+            "api_bytes": (outputs["api"] / OUTPUT_ARCHIVE).stat().st_size,
         }
         api_build: dict[str, Any] = {}
         events = self.audit_events()

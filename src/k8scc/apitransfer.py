@@ -2,17 +2,21 @@
 way kubectl cp does, tar streams over exec, which every Fabric image can run (sh, tar, head,
 sha256sum). Each pod holds its files in an emptyDir mounted at podscripts.POD_DIR.
 
-The container that needs files waits for them before its own command (podscripts); `run` or
-`build` packs the tree, and once that container runs, streams the tar into it with its
-sha256 and size: the pod keeps exactly that many bytes, checks the digest and unpacks them.
-A build's output comes back from the `hold` container, which keeps the pod (and its emptyDir)
-alive after the build container ends: it packs the output, says its digest and size, and
-sends it; the peer's copy is checked against that digest and unpacked with archive.unpack's
-checks. Nothing is written outside the pod but anonymous temporary files, gone with `run`. The
-scripts the pods run are in podscripts.py."""
+The container that needs files waits for them before its own command (podscripts); `build`
+packs the source, and once that container runs, streams the tar into it with its sha256 and
+size: the pod keeps exactly that many bytes, checks the digest and unpacks them. A build's
+output comes back from the `hold` container, which keeps the pod (and its emptyDir) alive
+after the build container ends: it packs the output, says its digest and size, and sends it;
+the peer's copy is checked against that digest and, with archive.unpack's checks, written
+again as the archive a launch sends (archive.repack), kept in BUILD_OUTPUT_DIR in place of
+the tree. `run` streams that archive as it is (or packs the tree of a build made with the
+transfer volume). Nothing else is written outside the pod but anonymous temporary files, gone
+with the step. The scripts the pods run are in podscripts.py."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from k8scc import archive
 from k8scc.errors import K8sccError
 from k8scc.podscripts import HOLDER, RECEIVE_SCRIPT, SEND_SCRIPT
+from k8scc.transfer import OUTPUT, OUTPUT_ARCHIVE
 
 if TYPE_CHECKING:
     from k8scc.kube import Kube
@@ -67,7 +72,20 @@ class ApiTransfer:
         self._stage(source, "chaincode source", read_only=False)
 
     def stage_run(self, launch: str, build_output: Path) -> None:
-        self._stage(build_output, "build output", read_only=True)
+        packed = build_output / OUTPUT_ARCHIVE
+        if not packed.is_file():  # built with the transfer volume
+            self._stage(build_output / OUTPUT, "build output", read_only=True)
+            return
+        self.remove("")
+        staged = packed.open("rb")
+        try:
+            sha256 = hashlib.sha256()
+            while chunk := staged.read(archive.CHUNK):
+                sha256.update(chunk)
+        except BaseException:
+            staged.close()
+            raise
+        self._digest, self._size, self._staged = sha256.hexdigest(), staged.tell(), staged
 
     def delivery(self, pod: str, container: str) -> tuple[str, Callable[[], None]] | None:
         """What the pod's supervisor does once `container`, which waits for the files, runs."""
@@ -85,8 +103,9 @@ class ApiTransfer:
             raise K8sccError(f"sending files into pod {pod} failed: {why}")
         self.remove("")
 
-    def collect_build(self, pod: str, destination: Path) -> None:
-        """The build output of `pod`, checked and unpacked into `destination`."""
+    def collect_build(self, pod: str, build_output: Path, aside: str) -> str:
+        """The build output of `pod`, checked and kept as build_output/OUTPUT_ARCHIVE, but
+        for its top-level file `aside`, whose first bytes are returned."""
         what = f"build output of pod {pod}"
         with tempfile.TemporaryFile() as received:
             sink = archive.Digesting(received, self.max_bytes, what)
@@ -104,8 +123,10 @@ class ApiTransfer:
                     f" the pod sent {said.group(2)} of sha256 {said.group(1)}"
                 )
             received.seek(0)
-            destination.mkdir()
-            archive.unpack(received, destination, what, self.max_bytes)
+            fd = os.open(build_output / OUTPUT_ARCHIVE, archive.CREATE, 0o600)
+            with os.fdopen(fd, "wb") as kept:
+                taken = archive.repack(received, kept, what, self.max_bytes, aside)
+        return taken.decode(errors="replace")
 
     def sweep(self, name: str, keep: str) -> None:
         """Nothing outlives a launch's pod: its files are in the pod's emptyDir."""

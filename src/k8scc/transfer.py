@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 INPUT = "input"
 OUTPUT = "output"
+# What BUILD_OUTPUT_DIR holds in place of OUTPUT when the output came through the API: the
+# tree as a launch streams it, checked (archive.repack), one file where a Node build has
+# thousands to write on the peer's disk.
+OUTPUT_ARCHIVE = "output.tar"
 # Holds the peer's key; its modification time is when the directory was staged.
 MARKER = ".k8scc-peer"
 
@@ -42,6 +47,19 @@ def _space_error(error: OSError, where: Path) -> K8sccError:
         errno.EACCES: "permission denied on the transfer volume",
     }.get(error.errno or 0, error.strerror or str(error))
     return K8sccError(f"{reason} ({where})")
+
+
+def _taken(path: Path) -> str:
+    """The start of a file the builder left beside the output, removed from it; empty when
+    it is missing or is not a file."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return ""
+        text = path.read_text(errors="replace")[:256]
+        path.unlink()
+    except OSError:
+        return ""
+    return text
 
 
 class VolumeTransfer:
@@ -83,20 +101,40 @@ class VolumeTransfer:
         except OSError as error:
             raise _space_error(error, directory) from None
 
-    def collect_build(self, name: str, destination: Path) -> None:
+    def collect_build(self, name: str, build_output: Path, aside: str) -> str:
+        """The pod's output copied into build_output/OUTPUT, but for its top-level file
+        `aside`, whose first bytes are returned."""
+        destination = build_output / OUTPUT
         try:
             copy_tree(self._dir(name) / OUTPUT, destination, "build output")
         except OSError as error:
             raise _space_error(error, destination) from None
+        return _taken(destination / aside)
 
     def stage_run(self, launch: str, build_output: Path) -> None:
         directory = self._fresh(launch)
+        packed = build_output / OUTPUT_ARCHIVE
         try:
             # Read-only: what a chaincode pod runs must not change under it. (A build's input
             # keeps its modes: Fabric's build commands copy it and write beside the copies.)
-            copy_tree(
-                build_output, directory / OUTPUT, "build output", readable=True, read_only=True
-            )
+            if packed.is_file():  # built with transfer.mode api
+                # Imported here: only a launch of such a build needs tarfile.
+                from k8scc import archive  # noqa: PLC0415
+
+                (directory / OUTPUT).mkdir()
+                with packed.open("rb") as stream:
+                    # Checked when it was built, and bounded by it.
+                    archive.unpack(
+                        stream, directory / OUTPUT, "build output", sys.maxsize, True, True
+                    )
+            else:
+                copy_tree(
+                    build_output / OUTPUT,
+                    directory / OUTPUT,
+                    "build output",
+                    readable=True,
+                    read_only=True,
+                )
         except OSError as error:
             raise _space_error(error, directory) from None
 

@@ -11,6 +11,7 @@ import platform as host_platform
 import re
 import shutil
 import signal
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Secret
 
 from k8scc.buildinfo import ARCHITECTURES
 from k8scc.render import ARCH_FILE
+from k8scc.transfer import OUTPUT, OUTPUT_ARCHIVE
 from testbed.cluster import BUILD_CACHE_CLAIM, Testbed
 from testbed.k8scc_setup import rbac_documents
 from tests.cluster.test_bad_input import ERROR_LINE, Scene, node_package
@@ -68,10 +70,14 @@ def test_build_and_run_through_the_api_with_no_volume(
     built = builder.run("build", source, metadata, output)
     print(f"{platform} build through the API: {time.monotonic() - started:.1f} s")
     assert built.returncode == 0, built.stderr
-    assert (output / "output" / BUILT_FILE[platform]).is_file()
+    # One archive, as a launch sends it, in place of the tree.
+    assert not (output / OUTPUT).exists()
+    with tarfile.open(output / OUTPUT_ARCHIVE) as kept:
+        names = kept.getnames()
+    assert BUILT_FILE[platform] in names
+    assert ARCH_FILE not in names
     info = json.loads((output / "k8scc-build.json").read_text())
     assert info["architecture"] == ARCHITECTURES[host_platform.machine()]
-    assert not (output / "output" / ARCH_FILE).exists()
     assert list(admin.list(PersistentVolumeClaim, namespace=namespace)) == []
     assert wait_clean(admin, namespace, None) == []
     launch_and_stop(builder, output, tmp_path, platform, True, testbed.host_address)

@@ -4,6 +4,7 @@ transfer lays out one directory per pod."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import socket
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from k8scc import archive
 from k8scc.errors import K8sccError
-from k8scc.transfer import INPUT, MARKER, OUTPUT, VolumeTransfer
+from k8scc.transfer import INPUT, MARKER, OUTPUT, OUTPUT_ARCHIVE, VolumeTransfer
 from k8scc.tree import copy_tree
 
 PEER = "peer-org1-0123456789"
@@ -34,6 +36,14 @@ def source(tmp_path: Path) -> Path:
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o750)
     (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture
+def built(source: Path, tmp_path: Path) -> Path:
+    """A BUILD_OUTPUT_DIR as a build with the volume leaves it: the tree in OUTPUT."""
+    root = tmp_path / "bld"
+    copy_tree(source, root / OUTPUT, "build output")
     return root
 
 
@@ -239,9 +249,12 @@ def test_volume_transfer_round_trip(source: Path, tmp_path: Path) -> None:
     assert (staged / INPUT / "sub" / "deeper" / "leaf").read_text() == "leaf"
     assert stat.S_IMODE((staged / OUTPUT).stat().st_mode) == 0o777
     (staged / OUTPUT / "chaincode").write_text("binary")
+    (staged / OUTPUT / ".machine").write_text("x86_64\n")
     collected = tmp_path / "collected"
-    transfer.collect_build("ccbuild-x", collected)
-    assert (collected / "chaincode").read_text() == "binary"
+    collected.mkdir()
+    assert transfer.collect_build("ccbuild-x", collected, ".machine") == "x86_64\n"
+    assert sorted(p.name for p in (collected / OUTPUT).iterdir()) == ["chaincode"]
+    assert (collected / OUTPUT / "chaincode").read_text() == "binary"
     transfer.remove("ccbuild-x")
     assert not staged.exists()
     transfer.remove("ccbuild-x")  # missing is fine
@@ -254,15 +267,36 @@ def test_volume_transfer_round_trip(source: Path, tmp_path: Path) -> None:
     assert not staged.exists()
 
 
+def test_a_launch_with_the_volume_unpacks_a_build_made_through_the_api(
+    built: Path, tmp_path: Path
+) -> None:
+    """Back from transfer.mode api to the volume, a build kept as one archive still launches:
+    its tree lands readable by the pod and read-only, like a copied one."""
+    packed = io.BytesIO()
+    archive.pack(built / OUTPUT, packed, "build output", 1 << 30)
+    api_built = tmp_path / "api-bld"
+    api_built.mkdir()
+    with (api_built / OUTPUT_ARCHIVE).open("xb") as kept:
+        archive.repack(io.BytesIO(packed.getvalue()), kept, "build output", 1 << 30, "")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    VolumeTransfer(volume, PEER).stage_run("cc-x-0a1b2c3d", api_built)
+    staged = volume / "cc-x-0a1b2c3d" / OUTPUT
+    assert (staged / "sub" / "deeper" / "leaf").read_text() == "leaf"
+    assert stat.S_IMODE((staged / "sub").stat().st_mode) == 0o755
+    assert stat.S_IMODE((staged / "file.txt").stat().st_mode) == 0o444
+    assert stat.S_IMODE((staged / "tool").stat().st_mode) == 0o554
+
+
 def test_a_launch_sweeps_only_the_earlier_launches_of_its_own_name(
-    source: Path, tmp_path: Path
+    source: Path, built: Path, tmp_path: Path
 ) -> None:
     volume = tmp_path / "volume"
     (volume / "cc-x-dead0001" / OUTPUT).mkdir(parents=True)
     (volume / "cc-xy-other").mkdir()
     (volume / "cc-x-0123456789-abcdef01").mkdir()  # a launch of another chaincode
     transfer = VolumeTransfer(volume, PEER)
-    transfer.stage_run("cc-x-0a1b2c3d", source)
+    transfer.stage_run("cc-x-0a1b2c3d", built)
     assert (volume / "cc-x-0a1b2c3d" / OUTPUT / "file.txt").read_text() == "top"
     transfer.sweep("cc-x", keep="cc-x-0a1b2c3d")
     assert sorted(p.name for p in volume.iterdir()) == sorted(
@@ -271,33 +305,33 @@ def test_a_launch_sweeps_only_the_earlier_launches_of_its_own_name(
 
 
 def test_leftovers_are_this_peers_directories_older_than_the_age(
-    source: Path, tmp_path: Path
+    source: Path, built: Path, tmp_path: Path
 ) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
     ours, theirs = VolumeTransfer(volume, PEER), VolumeTransfer(volume, "peer-other-0123456789")
-    ours.stage_run("cc-old-00000001", source)
+    ours.stage_run("cc-old-00000001", built)
     ours.stage_build("ccbuild-old", source)
-    theirs.stage_run("cc-theirs-00000002", source)
+    theirs.stage_run("cc-theirs-00000002", built)
     (volume / "unmarked").mkdir()
     hour_ago = time.time() - 3600
     for directory in volume.iterdir():
         marker = directory / MARKER
         if marker.exists():
             os.utime(marker, (hour_ago, hour_ago))
-    ours.stage_run("cc-new-00000003", source)
+    ours.stage_run("cc-new-00000003", built)
     assert ours.leftovers(older_than=600) == ["cc-old-00000001", "ccbuild-old"]
     assert theirs.leftovers(older_than=600) == ["cc-theirs-00000002"]
     assert ours.leftovers(older_than=7200) == []
 
 
 def test_a_directory_that_cannot_be_removed_is_reported(
-    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path, built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
     transfer = VolumeTransfer(volume, PEER)
-    transfer.stage_run("cc-x-0a1b2c3d", source)
+    transfer.stage_run("cc-x-0a1b2c3d", built)
 
     def refused(path: Path) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
@@ -325,16 +359,16 @@ def test_volume_transfer_refuses_bad_build_output(tmp_path: Path) -> None:
     transfer.stage_build("ccbuild-x", empty)
     (volume / "ccbuild-x" / OUTPUT / "abs").symlink_to("/etc/passwd")
     with pytest.raises(K8sccError, match="build output: symlink abs points outside"):
-        transfer.collect_build("ccbuild-x", tmp_path / "collected")
+        transfer.collect_build("ccbuild-x", tmp_path, ".machine")
 
 
 def test_a_failed_launch_staging_says_why(tmp_path: Path) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
     output = tmp_path / "bld"
-    output.mkdir()
-    (output / "chaincode").write_text("binary")
-    os.mkfifo(output / "pipe")
+    (output / OUTPUT).mkdir(parents=True)
+    (output / OUTPUT / "chaincode").write_text("binary")
+    os.mkfifo(output / OUTPUT / "pipe")
     with pytest.raises(K8sccError, match="build output: pipe is not a regular file"):
         VolumeTransfer(volume, PEER).stage_run("cc-x-0a1b2c3d", output)
 
@@ -345,8 +379,8 @@ def test_a_full_volume_while_staging_a_launch_says_so(
     volume = tmp_path / "volume"
     volume.mkdir()
     output = tmp_path / "bld"
-    output.mkdir()
-    (output / "chaincode").write_text("binary")
+    (output / OUTPUT).mkdir(parents=True)
+    (output / OUTPUT / "chaincode").write_text("binary")
 
     def full(out_fd: int, in_fd: int, offset: int, count: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -1,6 +1,7 @@
 """build: runs Fabric's build command for the package's platform in a builder pod and brings
-the output back. BUILD_OUTPUT_DIR ends up holding `output/` (what the pod built), `META-INF/`
-(the package's database artifacts) and k8scc-build.json; on failure it is left empty. A `k8s`
+the output back. BUILD_OUTPUT_DIR ends up holding what the pod built (`output/`, or with no
+volume `output.tar`), `META-INF/` (the package's database artifacts) and k8scc-build.json; on
+failure it is left empty. A `k8s`
 package names a prebuilt image: its reference is checked and recorded, with no pod."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from k8scc.metadata import read_metadata
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import cleanup_seconds, pod_then_directory
 from k8scc.supervise import Supervisor, failure
-from k8scc.transfer import OUTPUT, choose
+from k8scc.transfer import choose
 from k8scc.tree import copy_tree
 
 
@@ -32,19 +33,6 @@ def _empty(directory: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def _take(path: Path) -> str:
-    """The start of a file the builder left beside the output, removed from it; empty when
-    it is missing or is not a file."""
-    try:
-        if path.is_symlink() or not path.is_file():
-            return ""
-        text = path.read_text(errors="replace")[:256]
-        path.unlink()
-    except OSError:
-        return ""
-    return text
 
 
 def _copy_metadata(source: Path, output: Path) -> None:
@@ -128,11 +116,10 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             )
         log.info(f"taking the build output from pod {name}")
         taking = time.monotonic()
-        transfer.collect_build(name, output / OUTPUT)
+        machine = transfer.collect_build(name, output, render.ARCH_FILE).strip()
         finished.set()
         supervisor.drain_logs()
         log.info(f"took the build output in {time.monotonic() - taking:.1f} s")
-        machine = _take(output / OUTPUT / render.ARCH_FILE).strip()
         architecture = ARCHITECTURES.get(machine, "")
         if not architecture:
             log.info(f"builder node architecture {machine!r} unknown: the chaincode is not pinned")

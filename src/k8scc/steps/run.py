@@ -20,7 +20,7 @@ from k8scc.metadata import read_chaincode_json
 from k8scc.peer import Owner
 from k8scc.platforms import require_platform
 from k8scc.steps.teardown import cleanup_seconds, pod_and_directory
-from k8scc.transfer import OUTPUT, choose
+from k8scc.transfer import choose
 
 if TYPE_CHECKING:
     from k8scc.supervise import Supervisor
@@ -82,7 +82,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
     staging: Background | None = None
     try:
         if stage_first:
-            staging = Background(lambda: transfer.stage_run(launch, build_output / OUTPUT))
+            staging = Background(lambda: transfer.stage_run(launch, build_output))
         manifest = render.chaincode_pod(
             config, platform, image, chaincode, name, who, launch, info.architecture
         )
@@ -96,7 +96,7 @@ def execute(argv: list[str], log: StepLog, bin_dir: Path | None) -> int:
             owner = Owner(name=name, uid=created["metadata"]["uid"])
             kube.create(render.tls_secret(chaincode, launch, who, config, owner), secret)
         if not platform.prebuilt and not stage_first:
-            transfer.stage_run(launch, build_output / OUTPUT)
+            transfer.stage_run(launch, build_output)
         # Directories of earlier launches killed before cleaning up; their pods are gone now.
         transfer.sweep(name, keep=launch)
         # Loaded only now: following the pod and collecting leftovers are off the path to its
