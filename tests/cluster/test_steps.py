@@ -15,6 +15,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 
 from k8scc.buildinfo import ARCHITECTURES
 from k8scc.render import ARCH_FILE
+from k8scc.transfer import OUTPUT, OUTPUT_ARCHIVE
 from testbed.cluster import Testbed
 from tests.support.builder import (
     Builder,
@@ -109,6 +110,26 @@ def test_build_release_and_run_with_tls_on_and_off(
         launch_and_stop(builder, output, tmp_path, platform, tls, testbed.host_address)
         print(f"{platform} launch tls={tls}: {time.monotonic() - started:.1f} s")
         assert wait_clean(admin, namespace, builder.transfer) == []
+
+
+@pytest.mark.timeout(600)
+def test_a_build_made_through_the_api_launches_with_the_volume(
+    testbed: Testbed, builder: Builder, admin: Client, namespace: str, tmp_path: Path
+) -> None:
+    """Going back from transfer.mode api to the volume: the one archive the build kept is
+    unpacked onto the volume, and the chaincode runs from there."""
+    through_api = make_builder(
+        testbed, namespace, builder.transfer, tmp_path / "api", {"transfer": {"mode": "api"}}
+    )
+    source, metadata = package_source("node", tmp_path)
+    output = tmp_path / "bld"
+    output.mkdir()
+    built = through_api.run("build", source, metadata, output)
+    assert built.returncode == 0, built.stderr
+    assert (output / OUTPUT_ARCHIVE).is_file()
+    assert not (output / OUTPUT).exists()
+    launch_and_stop(builder, output, tmp_path, "node", True, testbed.host_address)
+    assert wait_clean(admin, namespace, builder.transfer) == []
 
 
 @pytest.mark.timeout(300)
