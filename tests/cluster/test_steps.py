@@ -118,6 +118,7 @@ def test_a_build_made_through_the_api_launches_with_the_volume(
 ) -> None:
     """Going back from transfer.mode api to the volume: the one archive the build kept is
     unpacked onto the volume, and the chaincode runs from there."""
+    (tmp_path / "api").mkdir()
     through_api = make_builder(
         testbed, namespace, builder.transfer, tmp_path / "api", {"transfer": {"mode": "api"}}
     )
