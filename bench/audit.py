@@ -100,12 +100,18 @@ def breakdown(requests: Iterable[Request]) -> dict[str, int]:
 
 
 def stream_seconds(
-    events: Iterable[dict[str, Any]], user: str, since: float, until: float, kind: str
+    events: Iterable[dict[str, Any]],
+    user: str,
+    since: float,
+    until: float,
+    kind: str,
+    opening: bool = False,
 ) -> float:
     """How long `user`'s streams of `kind` (`get pods/exec`: a WebSocket upgrade is a GET)
     received in [since, until) were open, summed: from the server's upgrade answer
-    (ResponseStarted) to the stream's end (ResponseComplete). A stream still open at the
-    window's end is not counted."""
+    (ResponseStarted), or with `opening` from the request's arrival (the API server reaching
+    the kubelet and the container runtime first), to the stream's end (ResponseComplete). A
+    stream still open at the window's end is not counted."""
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
     for event in events:
@@ -113,12 +119,13 @@ def stream_seconds(
             continue
         if f"{event.get('verb')} {_resource(event)}" != kind:
             continue
-        if not since <= parse_timestamp(event["requestReceivedTimestamp"]) < until:
+        received = parse_timestamp(event["requestReceivedTimestamp"])
+        if not since <= received < until:
             continue
         at = parse_timestamp(event.get("stageTimestamp") or event["requestReceivedTimestamp"])
         stage = event.get("stage")
         if stage == "ResponseStarted":
-            started[event["auditID"]] = at
+            started[event["auditID"]] = received if opening else at
         elif stage == "ResponseComplete":
             ended[event["auditID"]] = at
     return sum(ended[i] - started[i] for i in started if i in ended)

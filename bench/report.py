@@ -106,6 +106,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         api = launch["api"]
         size = f"{launch['api_bytes'] / MB:.0f} MB"
         add(f"launch, files through the API: stream into the pod ({size})", "s", api["stream_s"])
+        if "stream_opened_s" in api:
+            label = f"launch, files through the API: stream into the pod ({size}), with its opening"
+            add(label, "s", api["stream_opened_s"])
         add(
             "launch → registered: api mode - volume mode",
             "s",

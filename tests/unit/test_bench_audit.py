@@ -148,3 +148,6 @@ def test_a_stream_lasts_from_its_upgrade_answer_to_its_end() -> None:
     ]
     seconds = stream_seconds(events, USER, T0, T0 + 10, "get pods/exec")
     assert seconds == pytest.approx(0.5 + 0.25)
+    # With its opening: from the request's arrival, before the server's upgrade answer.
+    opened = stream_seconds(events, USER, T0, T0 + 10, "get pods/exec", opening=True)
+    assert opened == pytest.approx(0.51 + 0.27)
