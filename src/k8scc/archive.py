@@ -3,7 +3,9 @@ volume: what k8scc sends into a pod is a tree it checked (tree.walk), and what c
 a pod is untrusted (a build runs the chaincode's own code), so unpacking refuses whatever the
 peer would not persist: paths that leave the directory, links that point out, devices and
 FIFOs, an entry twice, more bytes than the configured bound. Links are made last and checked
-against the finished tree, so no link can steer a later entry outside."""
+against the finished tree, so no link can steer a later entry outside. A build's output is
+repacked rather than unpacked: the same checks, made on the stream alone, and the tar written
+again as the one archive the peer keeps and a launch sends."""
 
 from __future__ import annotations
 
