@@ -5,8 +5,8 @@ sha256sum). Each pod holds its files in an emptyDir mounted at podscripts.POD_DI
 The container that needs files waits for them before its own command (podscripts); `build`
 packs the source, and once that container runs, streams the tar into it with its sha256 and
 size: the pod keeps exactly that many bytes, checks the digest and unpacks them. A build's
-output comes back from the `hold` container, which keeps the pod (and its emptyDir) alive
-after the build container ends: it packs the output, says its digest and size, and sends it;
+output comes back from the build container, which stays once its build has worked, keeping the
+pod (and its emptyDir) alive: it packs the output, says its digest and size, and sends it;
 the peer's copy is checked against that digest and, with archive.unpack's checks, written
 again as the archive a launch sends (archive.repack), kept in BUILD_OUTPUT_DIR in place of
 the tree. `run` streams that archive as it is (or packs the tree of a build made with the
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from k8scc import archive
 from k8scc.errors import K8sccError
-from k8scc.podscripts import HOLDER, RECEIVE_SCRIPT, SEND_SCRIPT
+from k8scc.podscripts import RECEIVE_SCRIPT, SEND_SCRIPT
+from k8scc.render import BUILD_CONTAINER
 from k8scc.transfer import OUTPUT, OUTPUT_ARCHIVE
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class ApiTransfer:
         with tempfile.TemporaryFile() as received:
             sink = archive.Digesting(received, self.max_bytes, what)
             command = ["/bin/sh", "-c", SEND_SCRIPT, "k8scc-send", str(self.max_bytes)]
-            exited = self.kube.exec(pod, HOLDER, command, None, sink.write, READ_SECONDS)
+            exited = self.kube.exec(pod, BUILD_CONTAINER, command, None, sink.write, READ_SECONDS)
             if exited.code != 0:
                 why = _complaint(exited.stderr, exited.message or f"exit code {exited.code}")
                 raise K8sccError(f"taking the build output from pod {pod} failed: {why}")

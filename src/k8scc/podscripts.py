@@ -1,7 +1,6 @@
 """What runs inside the pods in transfer mode api (apitransfer.py says how files move): the
-directory of the pod's emptyDir, the name of the container that holds a build's output, and the
-shell scripts the containers and the exec streams run. Apart from apitransfer.py so that rendering a
-pod does not load what packs and unpacks trees."""
+directory of the pod's emptyDir and the shell scripts the containers and the exec streams run.
+Apart from apitransfer.py so that rendering a pod does not load what packs and unpacks trees."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ POD_DIR = "/k8scc"
 RECEIVED = f"{POD_DIR}/.received"
 INPUT = "input"
 OUTPUT = "output"
-HOLDER = "hold"
 
 # What the build and chaincode containers run first: waits (first argument: seconds) for the
 # exec below to have unpacked the files. Every 20 ms: a pod starts this long after its files
@@ -36,7 +34,9 @@ WAIT_THEN_EXEC = _WAIT + 'exec "$@"\n'
 BUILT = "k8scc-build-exit"
 # The build container runs its command as a child, so that it can say how it ended; as the
 # container's first process the shell passes the kubelet's SIGTERM on, which the kernel
-# would not deliver to it otherwise.
+# would not deliver to it otherwise. After a build that worked it stays, holding the pod (and
+# its emptyDir) until the output is taken and the pod deleted, which then ends it at once: a
+# container of its own for that would make every pod start one container more.
 WAIT_THEN_BUILD = (
     _WAIT
     + f""""$@" &
@@ -45,7 +45,9 @@ trap 'kill -TERM "$child" 2>/dev/null' TERM
 while wait "$child"; code=$?; kill -0 "$child" 2>/dev/null; do :; done
 echo "{BUILT} $code"
 echo "{BUILT} $code" >&2
-exit "$code"
+[ "$code" -eq 0 ] || exit "$code"
+trap 'kill "$!" 2>/dev/null; exit 0' TERM
+while :; do sleep 3600 & wait $!; done
 """
 )
 # Arguments: sha256 and size of the tar on stdin. Exactly that many bytes are kept, so the
@@ -74,5 +76,3 @@ fi
 set -- $(sha256sum {POD_DIR}/.output.tar)
 echo "k8scc-sha256 $1 $size" >&2
 cat {POD_DIR}/.output.tar"""
-# The `hold` container: lives until the pod is deleted, and stops at once when told to.
-HOLD_SCRIPT = 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'

@@ -163,31 +163,6 @@ def _transfer_path(config: Config, directory: str, part: str) -> str:
     return part if _through_api(config) else f"{directory}/{part}"
 
 
-def _stream_container(
-    config: Config,
-    settings: PlatformConfig,
-    name: str,
-    image: str,
-    script: list[str],
-    resources: dict[str, Any],
-) -> dict[str, Any]:
-    """A container that moves the pod's files through the API (apitransfer.py, podscripts.py):
-    the same hardening as the pod's own, writing only to the pod's emptyDir."""
-    container: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "imagePullPolicy": config.image_pull_policy,
-        # The image's entrypoint has no part in moving files.
-        "command": ["/bin/sh", "-c", *script],
-        "securityContext": _container_security(settings, read_only_root=True),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR}],
-    }
-    if resources:
-        container["resources"] = resources
-    return container
-
-
 def _receiving(config: Config, container: dict[str, Any], script: str) -> None:
     """Makes the container take the files streamed into it: it waits for them (failing after
     timeouts.start) before its own command, so that no init container has to exit first (the
@@ -198,14 +173,6 @@ def _receiving(config: Config, container: dict[str, Any], script: str) -> None:
     wait = ["/bin/sh", "-c", script, "k8scc-wait", seconds]
     container["args"] = [*wait, *container["args"]]
     container["volumeMounts"].append({"name": TRANSFER_VOLUME, "mountPath": podscripts.POD_DIR})
-
-
-# The `hold` container only keeps the pod alive and sends its output back: a quota that asks
-# every container for limits still admits it, without doubling what the builder reserves.
-HOLD_RESOURCES = {
-    "requests": {"cpu": "10m", "memory": "16Mi"},
-    "limits": {"cpu": "500m", "memory": "64Mi"},
-}
 
 
 def builder_pod(
@@ -277,18 +244,6 @@ def builder_pod(
     spec["initContainers"] = []
     if _through_api(config):
         _receiving(config, container, podscripts.WAIT_THEN_BUILD)
-        image = settings.build_image
-        hold = [podscripts.HOLD_SCRIPT]
-        spec["containers"].append(
-            _stream_container(
-                config,
-                settings,
-                podscripts.HOLDER,
-                image,
-                hold,
-                HOLD_RESOURCES if resources.get("limits") else {},
-            )
-        )
     if cache:
         platform_dir = buildcache.platform_dir(platform.name, settings.run_as_user)
         scope_dir = buildcache.scope_dir(label, cache.scope)

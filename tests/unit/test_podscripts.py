@@ -65,13 +65,30 @@ def start_build(pod_dir: Path, *command: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("code", [0, 3])
-def test_a_build_says_how_its_command_ended_in_its_last_line(tmp_path: Path, code: int) -> None:
-    build = start_build(tmp_path, "sh", "-c", f"echo built; exit {code}")
+def test_a_failed_build_says_how_its_command_ended_in_its_last_line(tmp_path: Path) -> None:
+    build = start_build(tmp_path, "sh", "-c", "echo built; exit 3")
     stdout, stderr = build.communicate(timeout=30)
-    assert build.returncode == code, stderr
-    assert stdout == f"built\n{podscripts.BUILT} {code}\n"
-    assert stderr == f"{podscripts.BUILT} {code}\n"
+    assert build.returncode == 3, stderr
+    assert stdout == f"built\n{podscripts.BUILT} 3\n"
+    assert stderr == f"{podscripts.BUILT} 3\n"
+
+
+def test_a_build_that_worked_says_so_then_holds_its_output_until_told_to_stop(
+    tmp_path: Path,
+) -> None:
+    """Its container stays, so that the output can be taken from it, and ends at once when
+    its pod is deleted."""
+    build = start_build(tmp_path, "sh", "-c", "echo built")
+    assert build.stdout is not None and build.stderr is not None
+    assert build.stdout.readline() == "built\n"
+    assert build.stdout.readline() == f"{podscripts.BUILT} 0\n"
+    assert build.stderr.readline() == f"{podscripts.BUILT} 0\n"
+    with pytest.raises(subprocess.TimeoutExpired):
+        build.wait(timeout=0.5)
+    build.terminate()
+    stdout, stderr = build.communicate(timeout=5)
+    assert build.returncode == 0, stderr
+    assert stdout == stderr == ""
 
 
 def test_a_build_told_to_stop_passes_it_on_and_says_so(tmp_path: Path) -> None:

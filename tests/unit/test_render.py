@@ -629,25 +629,22 @@ def containers_named(pod: dict[str, Any], key: str = "containers") -> dict[str, 
 @pytest.mark.parametrize("name", NON_ROOT_BY_DEFAULT)
 @pytest.mark.parametrize("kind", ["builder", "chaincode", "chaincode-no-tls"])
 def test_api_mode_pods_pass_podsecurity_restricted(tls: PeerTls, name: str, kind: str) -> None:
-    """The hold container is held to the same rules as the pod's own."""
     pod = some_pod(configuration.parse(API), name, kind, tls)
     assert restricted_violations(pod) == []
-    if kind == "builder":
-        assert "hold" in containers_named(pod)
 
 
 @pytest.mark.parametrize("name", PLATFORM_NAMES)
 def test_api_mode_builder_holds_its_files_in_an_emptydir(name: str) -> None:
-    """No claim anywhere: the build container waits for its source, streamed into it, and a
-    hold container in the build's image keeps the output; both mount the emptyDir where the
-    stream scripts expect it."""
+    """No claim anywhere: the build container waits for its source, streamed into it, and
+    keeps the output once built, in the emptyDir where the stream scripts expect it; one
+    container, so that the pod starts no other."""
     config = configuration.parse(API)
     pod = builder(config, name)
     volumes = volumes_of(pod)
     assert volumes["transfer"] == {"name": "transfer", "emptyDir": {}}
     assert not any("persistentVolumeClaim" in volume for volume in volumes.values())
     boxes = containers_named(pod)
-    assert list(boxes) == ["build", "hold"]
+    assert list(boxes) == ["build"]
     mounts = {mount["mountPath"]: mount for mount in boxes["build"]["volumeMounts"]}
     assert mounts["/chaincode/input"] == {
         "name": "transfer",
@@ -661,10 +658,6 @@ def test_api_mode_builder_holds_its_files_in_an_emptydir(name: str) -> None:
         "subPath": "output",
     }
     assert mounts["/k8scc"] == {"name": "transfer", "mountPath": "/k8scc"}
-    hold = boxes["hold"]
-    assert hold["image"] == config.platforms[name].build_image
-    assert hold["volumeMounts"] == [{"name": "transfer", "mountPath": "/k8scc"}]
-    assert hold["securityContext"]["readOnlyRootFilesystem"] is True
     assert "initContainers" not in pod["spec"]
     # The wait gives up after timeouts.start, so a pod no one feeds ends; then Fabric's build,
     # whose end the container's last line tells.
