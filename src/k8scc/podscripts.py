@@ -11,9 +11,14 @@ OUTPUT = "output"
 
 # What the build and chaincode containers run first: waits (first argument: seconds) for the
 # exec below to have unpacked the files. Every 20 ms: a pod starts this long after its files
-# at most, and the loop lasts only until then.
-_WAIT = f"""i=0
+# at most, and the loop lasts only until then. As a container's first process the shell gets
+# no signal it does not catch, so it traps SIGTERM from its first line: a pod deleted before
+# its files arrive, or as its command starts, ends at once instead of after its grace period.
+_WAIT = f"""stop=
+trap 'stop=1' TERM
+i=0
 while [ ! -e {RECEIVED} ]; do
+  [ -z "$stop" ] || exit 143
   i=$((i + 1))
   if [ "$i" -gt $(($1 * 50)) ]; then
     echo "k8scc: no files arrived within $1 s" >&2
@@ -21,6 +26,7 @@ while [ ! -e {RECEIVED} ]; do
   fi
   sleep 0.02
 done
+[ -z "$stop" ] || exit 143
 shift
 """
 # The chaincode container then becomes its command.
@@ -32,21 +38,26 @@ WAIT_THEN_EXEC = _WAIT + 'exec "$@"\n'
 # log is complete, and the step need not wait for the kubelet to end the stream (it checks
 # for that once a second).
 BUILT = "k8scc-build-exit"
-# The build container runs its command as a child, so that it can say how it ended; as the
-# container's first process the shell passes the kubelet's SIGTERM on, which the kernel
-# would not deliver to it otherwise. After a build that worked it stays, holding the pod (and
-# its emptyDir) until the output is taken and the pod deleted, which then ends it at once: a
-# container of its own for that would make every pod start one container more.
+# The build container runs its command as a child, so that it can say how it ended, and
+# passes SIGTERM on to it: exactly once, whether the signal comes before the shell knows the
+# child's process id (the trap then only notes it) or after. After a build that worked, and
+# was not told to stop, it stays, holding the pod (and its emptyDir) until the output is
+# taken and the pod deleted, which then ends it at once: a container of its own for that
+# would make every pod start one container more.
 WAIT_THEN_BUILD = (
     _WAIT
-    + f""""$@" &
+    + f"""child=
+told=
+trap 'told=1; if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; else stop=1; fi' TERM
+"$@" &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM
+[ -z "$stop" ] || kill -TERM "$child" 2>/dev/null
 while wait "$child"; code=$?; kill -0 "$child" 2>/dev/null; do :; done
 echo "{BUILT} $code"
 echo "{BUILT} $code" >&2
 [ "$code" -eq 0 ] || exit "$code"
 trap 'kill "$!" 2>/dev/null; exit 0' TERM
+[ -z "$told" ] || exit 0
 while :; do sleep 3600 & wait $!; done
 """
 )

@@ -3,6 +3,7 @@ moved below tmp_path."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -106,3 +107,66 @@ def test_a_build_told_to_stop_passes_it_on_and_says_so(tmp_path: Path) -> None:
     stdout, _ = build.communicate(timeout=30)
     assert build.returncode == 7
     assert stdout == f"stopping\n{podscripts.BUILT} 7\n"
+
+
+def catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    raise AssertionError(f"no SigCgt line for process {pid}")
+
+
+@pytest.mark.parametrize("script", ["WAIT_THEN_EXEC", "WAIT_THEN_BUILD"])
+def test_a_pod_deleted_before_its_files_arrive_ends_at_once(tmp_path: Path, script: str) -> None:
+    """As a container's first process the shell gets no signal it does not catch, so without
+    a trap of its own a pod deleted while it waits would wait on for its grace period."""
+    text = getattr(podscripts, script).replace(podscripts.POD_DIR, str(tmp_path))
+    waiting = subprocess.Popen(
+        ["/bin/sh", "-c", text, "k8scc-wait", "20", "echo", "started"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not catches_sigterm(waiting.pid):
+            assert time.monotonic() < deadline, "the waiting shell never caught SIGTERM"
+            assert waiting.poll() is None, waiting.communicate()
+            time.sleep(0.01)
+        waiting.terminate()
+        stdout, stderr = waiting.communicate(timeout=5)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 143
+    assert stdout == stderr == ""
+
+
+def test_a_stop_that_comes_as_the_build_starts_reaches_its_command_once(tmp_path: Path) -> None:
+    """The command itself asks for the stop, so it arrives while the shell may not yet know
+    the command's process id."""
+    build = start_build(
+        tmp_path,
+        "sh",
+        "-c",
+        'trap "echo stopping; exit 7" TERM; kill -TERM "$PPID"; while :; do sleep 0.1; done',
+    )
+    stdout, stderr = build.communicate(timeout=30)
+    assert build.returncode == 7, stderr
+    assert stdout == f"stopping\n{podscripts.BUILT} 7\n"
+
+
+def test_a_build_told_to_stop_holds_nothing_even_if_its_command_ends_well(
+    tmp_path: Path,
+) -> None:
+    """Its pod is being deleted: no one will take the output."""
+    build = start_build(
+        tmp_path,
+        "sh",
+        "-c",
+        'trap "echo stopping; stopped=1" TERM; kill -TERM "$PPID"\n'
+        'while [ -z "$stopped" ]; do sleep 0.05; done; echo done',
+    )
+    stdout, stderr = build.communicate(timeout=30)
+    assert build.returncode == 0, stderr
+    assert stdout == f"stopping\ndone\n{podscripts.BUILT} 0\n"
