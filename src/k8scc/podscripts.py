@@ -17,8 +17,7 @@ OUTPUT = "output"
 _WAIT = f"""stop=
 trap 'stop=1' TERM
 i=0
-while [ ! -e {RECEIVED} ]; do
-  [ -z "$stop" ] || exit 143
+while [ -z "$stop" ] && [ ! -e {RECEIVED} ]; do
   i=$((i + 1))
   if [ "$i" -gt $(($1 * 50)) ]; then
     echo "k8scc: no files arrived within $1 s" >&2
